@@ -1,0 +1,45 @@
+"""Settings: one object, read from the environment (``FINGERPRINTS_*``) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be tuned with; each field is ``FINGERPRINTS_<NAME>`` in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="FINGERPRINTS_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Directory holding catalog.db, user.db.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    catalog_url: str | None = Field(
+        None, description="SQLAlchemy URL of the catalog database (default: <data-dir>/catalog.db)."
+    )
+    user_url: str | None = Field(
+        None, description="SQLAlchemy URL of the user database (default: <data-dir>/user.db)."
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token for admin operations; generated into <data-dir> if unset."
+    )
+    sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
+
+    max_batch_items: int = Field(10_000, ge=1, description="Most items in one ingest batch.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body.")
+
+    graphiql: bool = Field(True, description="Serve the GraphiQL IDE at /graphql.")
+    introspection: bool = Field(True, description="Allow GraphQL introspection queries.")
+    graphql_max_depth: int = Field(12, ge=1)
+    graphql_max_aliases: int = Field(30, ge=1)
+    graphql_max_tokens: int = Field(5_000, ge=10)
+
+    log_level: str = "info"
+
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    def resolved_user_url(self) -> str:
+        return self.user_url or f"sqlite:///{self.data_dir / 'user.db'}"

@@ -1,0 +1,77 @@
+"""Engines and transactions for the two databases (catalog and user)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine
+
+from fingerprints.config import Settings
+from fingerprints.store import dialect, migrations
+
+
+class Database:
+    """One engine plus the discipline around it: reads share, writes take turns and commit once."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        # One writer at a time in this process; busy_timeout covers other processes.
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that commits when the block ends; the write is durable on return."""
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(**{dialect.WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def files(self) -> list[str]:
+        return dialect.file_paths(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.name!r}, {self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+@dataclass
+class Databases:
+    catalog: Database
+    user: Database
+
+    def dispose(self) -> None:
+        self.catalog.dispose()
+        self.user.dispose()
+
+
+def _engine(url: str, settings: Settings) -> Engine:
+    connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not url.startswith("sqlite"))
+    dialect.configure_engine(engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    return engine
+
+
+def open_databases(settings: Settings) -> Databases:
+    """Build both engines and bring both schemas up to date."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dbs = Databases(
+        catalog=Database(_engine(settings.resolved_catalog_url(), settings), "catalog"),
+        user=Database(_engine(settings.resolved_user_url(), settings), "user"),
+    )
+    with dbs.catalog.write() as conn:
+        migrations.migrate(conn, migrations.CATALOG_MIGRATIONS, database="catalog")
+    with dbs.user.write() as conn:
+        migrations.migrate(conn, migrations.USER_MIGRATIONS, database="user")
+    return dbs

@@ -1,0 +1,73 @@
+"""Everything that differs between SQL dialects lives here: pragmas, upserts, raw cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import ClauseElement
+
+WRITE_OPTION = "fingerprints_write"
+
+
+def configure_engine(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """Install per-connection settings for the engine's dialect."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front, so it never fails half-way on an upgrade.
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> ClauseElement:
+    """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for the connection's dialect."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        stmt: Any = sqlite.insert(table)
+    elif name == "postgresql":
+        stmt = postgresql.insert(table)
+    else:  # pragma: no cover - only the two supported dialects exist
+        raise NotImplementedError(f"no upsert for dialect {name}")
+    if not update:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={col: stmt.excluded[col] for col in update}
+    )
+
+
+def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
+    """Run a Core statement on the plain DB-API cursor: tuples, no Row objects."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args: Any = [params[key] for key in (compiled.positiontup or [])] if conn.dialect.positional else params
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def file_paths(engine: Engine) -> list[str]:
+    """Files an SQLite database occupies (main file, WAL, shared memory); empty elsewhere."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return []
+    main = engine.url.database
+    return [main, f"{main}-wal", f"{main}-shm"]

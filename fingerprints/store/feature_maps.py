@@ -1,0 +1,174 @@
+"""Data access for feature maps: ``feature_maps`` (catalog.db) and ``playlist_feature_maps`` (user.db).
+
+Callers pass the connection of the right database: playlists live in user.db, the rest in
+catalog.db. Bulk writes go through one Core ``executemany``; bulk reads through a plain cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
+
+from fingerprints.domain import EntityType, FeatureMap, decode_vector, decode_vectors
+from fingerprints.store import dialect
+from fingerprints.store.tables import feature_maps, playlist_feature_maps
+
+CHUNK = 900  # keys per IN (...) list, well under every engine's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class NewFeatureMap:
+    """One row to write; ``vector`` is already the packed little-endian BLOB."""
+
+    entity_type: EntityType
+    entity_id: str
+    feature_type_id: str
+    version: int
+    vector: bytes
+    computed_at: int
+    metadata: str | None
+
+
+def _table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[ColumnElement[bool]]]:
+    """The table, its entity-id column and the row filter that holds one entity type."""
+    if entity_type is EntityType.PLAYLIST:
+        return playlist_feature_maps, playlist_feature_maps.c.playlist_id, []
+    return feature_maps, feature_maps.c.entity_id, [feature_maps.c.entity_type == entity_type.value]
+
+
+def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap]) -> None:
+    """Insert or replace maps of one database in a single ``executemany``."""
+    if not rows:
+        return
+    playlists = rows[0].entity_type is EntityType.PLAYLIST
+    if playlists:
+        table, keys = playlist_feature_maps, ["playlist_id", "feature_type_id"]
+        params = [
+            {
+                "playlist_id": r.entity_id,
+                "feature_type_id": r.feature_type_id,
+                "version": r.version,
+                "vector": r.vector,
+                "computed_at": r.computed_at,
+                "metadata": r.metadata,
+            }
+            for r in rows
+        ]
+    else:
+        table, keys = feature_maps, ["entity_type", "entity_id", "feature_type_id"]
+        params = [
+            {
+                "entity_type": r.entity_type.value,
+                "entity_id": r.entity_id,
+                "feature_type_id": r.feature_type_id,
+                "version": r.version,
+                "vector": r.vector,
+                "computed_at": r.computed_at,
+                "metadata": r.metadata,
+            }
+            for r in rows
+        ]
+    stmt = dialect.upsert(conn, table, keys=keys, update=["version", "vector", "computed_at", "metadata"])
+    conn.execute(stmt, params)
+
+
+def get_feature_maps(
+    conn: Connection,
+    *,
+    entity_type: EntityType,
+    entity_id: str,
+    type_ids: Sequence[str] | None = None,
+) -> list[FeatureMap]:
+    """All maps of one entity (optionally only some types), ordered by feature type id."""
+    table, id_col, where = _table(entity_type)
+    stmt = select(
+        table.c.feature_type_id,
+        table.c.version,
+        table.c.vector,
+        table.c.computed_at,
+        table.c.metadata,
+    ).where(id_col == entity_id, *where)
+    if type_ids is not None:
+        stmt = stmt.where(table.c.feature_type_id.in_(list(type_ids)))
+    stmt = stmt.order_by(table.c.feature_type_id)
+    return [
+        FeatureMap(
+            feature_type_id=type_id,
+            version=version,
+            vector=decode_vector(blob),
+            computed_at=computed_at,
+            metadata=orjson.loads(meta) if meta is not None else None,
+        )
+        for type_id, version, blob, computed_at, meta in conn.execute(stmt)
+    ]
+
+
+def load_vectors(
+    conn: Connection, *, entity_type: EntityType, type_id: str, dimension: int
+) -> tuple[list[str], np.ndarray]:
+    """Every vector of one (feature type, entity type): ids and one (n, dimension) matrix."""
+    table, id_col, where = _table(entity_type)
+    stmt = select(id_col, table.c.vector).where(table.c.feature_type_id == type_id, *where).order_by(id_col)
+    rows = dialect.raw_rows(conn, stmt)
+    if not rows:
+        return [], np.empty((0, dimension), dtype=np.float32)
+    ids, blobs = zip(*rows, strict=True)
+    return list(ids), decode_vectors(blobs, dimension)
+
+
+def delete_feature_type_maps(conn: Connection, *, type_id: str, playlists: bool) -> dict[EntityType, int]:
+    """Delete every map of one feature type from one database; counts per entity type."""
+    counts = count_maps(conn, playlists=playlists, type_id=type_id)
+    table = playlist_feature_maps if playlists else feature_maps
+    conn.execute(delete(table).where(table.c.feature_type_id == type_id))
+    return {entity_type: n for (_, entity_type), n in counts.items()}
+
+
+def delete_entity_maps(
+    conn: Connection,
+    *,
+    entity_type: EntityType,
+    entity_ids: Iterable[str],
+    type_id: str | None = None,
+) -> int:
+    """Delete the maps of some entities of one type (optionally one feature type only)."""
+    table, id_col, where = _table(entity_type)
+    ids = list(dict.fromkeys(entity_ids))
+    deleted = 0
+    for start in range(0, len(ids), CHUNK):
+        stmt = delete(table).where(id_col.in_(ids[start : start + CHUNK]), *where)
+        if type_id is not None:
+            stmt = stmt.where(table.c.feature_type_id == type_id)
+        deleted += conn.execute(stmt).rowcount
+    return deleted
+
+
+def count_maps(
+    conn: Connection,
+    *,
+    playlists: bool,
+    type_id: str | None = None,
+    below_version: int | None = None,
+) -> dict[tuple[str, EntityType], int]:
+    """Map counts per (feature type, entity type) of one database: playlists (user.db) or the
+    catalog entities (catalog.db). ``below_version`` counts only maps older than that version."""
+    table = playlist_feature_maps if playlists else feature_maps
+    cols: list[Any] = [table.c.feature_type_id]
+    if not playlists:
+        cols.append(feature_maps.c.entity_type)
+    stmt = select(*cols, func.count()).group_by(*cols)
+    if type_id is not None:
+        stmt = stmt.where(table.c.feature_type_id == type_id)
+    if below_version is not None:
+        stmt = stmt.where(table.c.version < below_version)
+    return {
+        (row[0], EntityType.PLAYLIST if playlists else EntityType(row[1])): row[-1]
+        for row in conn.execute(stmt)
+    }

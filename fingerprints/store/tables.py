@@ -1,0 +1,172 @@
+"""Table definitions: the spec's fingerprint tables (§4.2, §4.3) and pezzottify's catalog (design §6).
+
+The catalog tables mirror pezzottify's columns so the service can run on an existing
+``catalog.db`` / ``user.db``; there they already exist and are never altered.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, Text, text
+from sqlmodel import Field, SQLModel
+
+# ---------------------------------------------------------------- catalog.db: fingerprints
+
+
+class FeatureMapTypeRow(SQLModel, table=True):
+    __tablename__ = "feature_map_types"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    dimension: int = Field(sa_column=Column(Integer, nullable=False))
+    current_version: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    applies_to: str | None = Field(default=None, sa_column=Column(Text))  # JSON array or NULL
+    aggregation_method: str = Field(
+        default="average", sa_column=Column(Text, nullable=False, server_default="average")
+    )
+    is_active: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default=text("1")))
+    created_at: int = Field(sa_column=Column(Integer, nullable=False))
+    updated_at: int = Field(sa_column=Column(Integer, nullable=False))
+    # Beyond the spec: the metric similarity uses for this type.
+    distance: str = Field(default="cosine", sa_column=Column(Text, nullable=False, server_default="cosine"))
+
+
+class FeatureMapRow(SQLModel, table=True):
+    __tablename__ = "feature_maps"
+    __table_args__ = (
+        Index("idx_feature_maps_entity", "entity_type", "entity_id"),
+        Index("idx_feature_maps_type", "feature_type_id"),
+        Index("idx_feature_maps_version", "feature_type_id", "version"),
+    )
+
+    entity_type: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    entity_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    feature_type_id: str = Field(
+        sa_column=Column(Text, ForeignKey("feature_map_types.id"), primary_key=True, nullable=False)
+    )
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    computed_at: int = Field(sa_column=Column(Integer, nullable=False))
+    metadata_: str | None = Field(default=None, sa_column=Column("metadata", Text))
+
+
+# ---------------------------------------------------------------- catalog.db: pezzottify
+
+
+class ArtistRow(SQLModel, table=True):
+    __tablename__ = "artists"
+
+    rowid: int | None = Field(default=None, primary_key=True)
+    id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    followers_total: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class AlbumRow(SQLModel, table=True):
+    __tablename__ = "albums"
+
+    rowid: int | None = Field(default=None, primary_key=True)
+    id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    album_type: str = Field(default="album", sa_column=Column(Text, nullable=False))
+    label: str = Field(default="", sa_column=Column(Text, nullable=False))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    release_date: str = Field(default="", sa_column=Column(Text, nullable=False))
+    release_date_precision: str = Field(default="day", sa_column=Column(Text, nullable=False))
+
+
+class TrackRow(SQLModel, table=True):
+    __tablename__ = "tracks"
+
+    rowid: int | None = Field(default=None, primary_key=True)
+    id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    album_rowid: int = Field(sa_column=Column(Integer, nullable=False, index=True))
+    track_number: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    disc_number: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    duration_ms: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    explicit: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    language: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class TrackArtistRow(SQLModel, table=True):
+    __tablename__ = "track_artists"
+
+    track_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
+    artist_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False, index=True))
+    role: int | None = Field(default=0, sa_column=Column(Integer))  # 0 main, 1 featured
+
+
+class AlbumArtistRow(SQLModel, table=True):
+    __tablename__ = "album_artists"
+
+    album_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
+    artist_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False, index=True))
+    position: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class ArtistGenreRow(SQLModel, table=True):
+    __tablename__ = "artist_genres"
+
+    artist_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
+    genre: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+
+
+# ---------------------------------------------------------------- user.db
+
+
+class UserPlaylistRow(SQLModel, table=True):
+    __tablename__ = "user_playlist"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    user_id: int = Field(sa_column=Column(Integer, nullable=False, index=True))
+    name: str | None = Field(default=None, sa_column=Column(Text))
+    creator_id: int = Field(sa_column=Column(Integer, nullable=False))
+    created: int | None = Field(default=None, sa_column=Column(Integer))
+
+
+class UserPlaylistTrackRow(SQLModel, table=True):
+    __tablename__ = "user_playlist_tracks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    track_id: str = Field(sa_column=Column(Text, nullable=False))
+    playlist_id: str = Field(sa_column=Column(Text, nullable=False, index=True))
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class PlaylistFeatureMapRow(SQLModel, table=True):
+    __tablename__ = "playlist_feature_maps"
+
+    playlist_id: str = Field(
+        sa_column=Column(
+            Text,
+            ForeignKey("user_playlist.id", ondelete="CASCADE"),
+            primary_key=True,
+            nullable=False,
+        )
+    )
+    feature_type_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    computed_at: int = Field(sa_column=Column(Integer, nullable=False))
+    metadata_: str | None = Field(default=None, sa_column=Column("metadata", Text))
+
+
+feature_map_types = FeatureMapTypeRow.__table__
+feature_maps = FeatureMapRow.__table__
+artists = ArtistRow.__table__
+albums = AlbumRow.__table__
+tracks = TrackRow.__table__
+track_artists = TrackArtistRow.__table__
+album_artists = AlbumArtistRow.__table__
+artist_genres = ArtistGenreRow.__table__
+user_playlist = UserPlaylistRow.__table__
+user_playlist_tracks = UserPlaylistTrackRow.__table__
+playlist_feature_maps = PlaylistFeatureMapRow.__table__
+
+CATALOG_TABLES = [artists, albums, tracks, track_artists, album_artists, artist_genres]
+USER_TABLES = [user_playlist, user_playlist_tracks]

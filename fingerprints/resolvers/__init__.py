@@ -1,0 +1,1 @@
+"""Thin GraphQL resolvers: arguments -> one service call -> output types."""

@@ -1,0 +1,1 @@
+"""REST compatibility shims (spec §6): request JSON -> service call -> spec JSON."""

@@ -1,0 +1,85 @@
+"""The GraphQL schema: Query and Mutation roots, built with the limits from settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+
+from fingerprints.config import Settings
+from fingerprints.resolvers import mutations, queries
+from fingerprints.schema.errors import ErrorCodes
+from fingerprints.schema.types import FeatureType, Fingerprint
+
+
+@strawberry.type(description="Read the registry and fingerprints.")
+class Query:
+    feature_types: list[FeatureType] = strawberry.field(
+        resolver=queries.feature_types_, description="Every registered feature type with coverage stats."
+    )
+    feature_type: FeatureType = strawberry.field(
+        resolver=queries.feature_type, description="One feature type; NOT_FOUND when unknown."
+    )
+    fingerprint: Fingerprint = strawberry.field(
+        resolver=queries.fingerprint,
+        description="An entity's feature maps, optionally only some types; NOT_FOUND when the "
+        "entity is unknown or has none. Playlists are visible to their owner and admin only.",
+    )
+
+
+@strawberry.type(description="Admin operations; each needs 'Authorization: Bearer <admin token>'.")
+class Mutation:
+    register_feature_type = strawberry.mutation(
+        resolver=mutations.register_feature_type, description="Register a feature type (CONFLICT if taken)."
+    )
+    update_feature_type = strawberry.mutation(
+        resolver=mutations.update_feature_type,
+        description="Change name, description, aggregation method, active flag or applies_to.",
+    )
+    bump_feature_type_version = strawberry.mutation(
+        resolver=mutations.bump_feature_type_version,
+        description="Raise the current version; older maps count as outdated.",
+    )
+    ingest_feature_maps = strawberry.mutation(
+        resolver=mutations.ingest_feature_maps,
+        description="Store a batch of feature maps; bad items are listed in errors, good ones stored.",
+    )
+    delete_feature_maps = strawberry.mutation(
+        resolver=mutations.delete_feature_maps,
+        description="Delete every map of a type, or the maps of listed entities.",
+    )
+    upsert_catalog = strawberry.mutation(
+        resolver=mutations.upsert_catalog, description="Create or update artists, albums and tracks."
+    )
+    upsert_playlist = strawberry.mutation(
+        resolver=mutations.upsert_playlist, description="Create or replace a playlist and its tracks."
+    )
+    delete_playlist = strawberry.mutation(
+        resolver=mutations.delete_playlist, description="Delete a playlist and its feature maps."
+    )
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Expected errors are answers, not incidents; ErrorCodes logs the unexpected ones.
+        return None
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    extensions: list[SchemaExtension | type[SchemaExtension]] = [
+        QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+        ErrorCodes,
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    return Schema(query=Query, mutation=Mutation, extensions=extensions)

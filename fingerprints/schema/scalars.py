@@ -25,18 +25,20 @@ def _serialize_vector(value: Any) -> Any:
     return value if isinstance(value, np.ndarray) else list(value)
 
 
-Vector = strawberry.scalar(
-    NewType("Vector", object),
-    name="Vector",
-    description="A feature vector: a JSON list of floats (stored as little-endian float32).",
-    serialize=_serialize_vector,
-    parse_value=_parse_vector,
-)
+Vector = NewType("Vector", object)
+JSON = NewType("JSON", object)
 
-JSON = strawberry.scalar(
-    NewType("JSON", object),
-    name="JSON",
-    description="Any JSON value (used for feature-map metadata).",
-    serialize=lambda v: v,
-    parse_value=lambda v: v,
-)
+SCALARS = {
+    Vector: strawberry.scalar(
+        name="Vector",
+        description="A feature vector: a JSON list of floats (stored as little-endian float32).",
+        serialize=_serialize_vector,
+        parse_value=_parse_vector,
+    ),
+    JSON: strawberry.scalar(
+        name="JSON",
+        description="Any JSON value (used for feature-map metadata).",
+        serialize=lambda v: v,
+        parse_value=lambda v: v,
+    ),
+}

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
-from fingerprints.auth import TokenAuthenticator, load_or_create_admin_token
 from fingerprints.config import Settings
 from fingerprints.errors import DomainError
 from fingerprints.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -26,8 +25,7 @@ from fingerprints.rest import routes as rest_routes
 from fingerprints.rest.responses import ORJSONResponse, error_body
 from fingerprints.schema import build_schema
 from fingerprints.schema.context import Context
-from fingerprints.service.base import Services, call
-from fingerprints.store.database import open_databases
+from fingerprints.service.base import Services, call, open_services
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +100,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dbs = await call(open_databases, settings)
-        token, token_path = load_or_create_admin_token(settings.admin_token, settings.data_dir)
-        if token_path is not None:
-            log.warning("admin token is in %s (set FINGERPRINTS_ADMIN_TOKEN to choose one)", token_path)
-        app.state.services = Services(settings=settings, dbs=dbs, authenticator=TokenAuthenticator(token))
+        services = await call(open_services, settings)
+        app.state.services = services
         try:
             yield
         finally:
             del app.state.services
-            dbs.dispose()
+            services.dbs.dispose()
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

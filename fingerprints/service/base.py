@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from fingerprints.auth import Authenticator
+from fingerprints.auth import Authenticator, TokenAuthenticator, load_or_create_admin_token
 from fingerprints.config import Settings
-from fingerprints.store.database import Databases
+from fingerprints.store.database import Databases, open_databases
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +24,15 @@ class Services:
     settings: Settings
     dbs: Databases
     authenticator: Authenticator
+
+
+def open_services(settings: Settings) -> Services:
+    """Open (and migrate) the databases and load the admin token: what the app and CLI share."""
+    dbs = open_databases(settings)
+    token, token_path = load_or_create_admin_token(settings.admin_token, settings.data_dir)
+    if token_path is not None:
+        log.warning("admin token is in %s (set FINGERPRINTS_ADMIN_TOKEN to choose one)", token_path)
+    return Services(settings=settings, dbs=dbs, authenticator=TokenAuthenticator(token))
 
 
 def now() -> int:

@@ -61,8 +61,8 @@ class ArtistRow(SQLModel, table=True):
     rowid: int | None = Field(default=None, primary_key=True)
     id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
     name: str = Field(sa_column=Column(Text, nullable=False))
-    followers_total: int = Field(default=0, sa_column=Column(Integer, nullable=False))
-    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    followers_total: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
 
 
 class AlbumRow(SQLModel, table=True):
@@ -71,11 +71,11 @@ class AlbumRow(SQLModel, table=True):
     rowid: int | None = Field(default=None, primary_key=True)
     id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
     name: str = Field(sa_column=Column(Text, nullable=False))
-    album_type: str = Field(default="album", sa_column=Column(Text, nullable=False))
-    label: str = Field(default="", sa_column=Column(Text, nullable=False))
-    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
-    release_date: str = Field(default="", sa_column=Column(Text, nullable=False))
-    release_date_precision: str = Field(default="day", sa_column=Column(Text, nullable=False))
+    album_type: str = Field(default="album", sa_column=Column(Text, nullable=False, default="album"))
+    label: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    release_date: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    release_date_precision: str = Field(default="day", sa_column=Column(Text, nullable=False, default="day"))
 
 
 class TrackRow(SQLModel, table=True):
@@ -85,11 +85,11 @@ class TrackRow(SQLModel, table=True):
     id: str = Field(sa_column=Column(Text, unique=True, nullable=False))
     name: str = Field(sa_column=Column(Text, nullable=False))
     album_rowid: int = Field(sa_column=Column(Integer, nullable=False, index=True))
-    track_number: int = Field(default=1, sa_column=Column(Integer, nullable=False))
-    disc_number: int = Field(default=1, sa_column=Column(Integer, nullable=False))
-    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False))
-    duration_ms: int = Field(default=0, sa_column=Column(Integer, nullable=False))
-    explicit: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    track_number: int = Field(default=1, sa_column=Column(Integer, nullable=False, default=1))
+    disc_number: int = Field(default=1, sa_column=Column(Integer, nullable=False, default=1))
+    popularity: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    duration_ms: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    explicit: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     language: str | None = Field(default=None, sa_column=Column(Text))
 
 
@@ -106,7 +106,7 @@ class AlbumArtistRow(SQLModel, table=True):
 
     album_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
     artist_rowid: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False, index=True))
-    position: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    position: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
 
 
 class ArtistGenreRow(SQLModel, table=True):

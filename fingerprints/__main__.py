@@ -1,0 +1,3 @@
+from fingerprints.cli import main
+
+main()

@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy fingerprints
 
 ## Lint and run the whole default test suite (what CI runs).
-test: lint
+test: lint typecheck
 	$(BIN)/pytest
 
 ## Benchmarks: figures are ratios against a baseline measured in the same run.

@@ -84,7 +84,8 @@ def generate_catalog(
             }
         )
     album_of_track = np.sort(rng.integers(0, n_albums, size=n_tracks))
-    tracks, number = [], {}
+    tracks: list[dict[str, Any]] = []
+    number: dict[str, int] = {}
     for i in range(n_tracks):
         album = albums[album_of_track[i]]
         number[album["id"]] = number.get(album["id"], 0) + 1

@@ -45,7 +45,7 @@ class Distance(enum.StrEnum):
 def parse_enum(kind: type[E], value: object, *, field: str) -> E:
     """Parse one enum value from user input, naming the allowed values on failure."""
     try:
-        return kind(value)
+        return kind(value)  # type: ignore[arg-type]  # any input; ValueError when not a member
     except ValueError:
         allowed = ", ".join(m.value for m in kind)
         raise ValidationError(f"{field} must be one of: {allowed} (got {value!r})", field=field) from None
@@ -151,6 +151,10 @@ def coerce_vector(value: object) -> np.ndarray:
     if isinstance(value, np.ndarray):
         raw = value
     elif isinstance(value, list | tuple):
+        # numpy would quietly read true/false as 1/0; a C-speed scan of the element types is
+        # cheaper than the conversion itself.
+        if bool in set(map(type, value)):
+            raise VectorError("NON_NUMERIC", "vector must contain only numbers (not true/false)")
         try:
             raw = np.asarray(value)
         except (ValueError, TypeError):

@@ -36,7 +36,9 @@ def coded_error(error: GraphQLError) -> GraphQLError:
         if original.field:
             extensions["field"] = original.field
         return _with_code(error, original.message, extensions)
-    if original is None:
+    if not error.path:
+        # Not raised by a resolver: the request itself is wrong (syntax, validation, limits,
+        # variable coercion). Its message is meant for the client.
         if error.extensions and "code" in error.extensions:
             return error
         code = "BAD_USER_INPUT" if error.message.startswith("Variable") else "GRAPHQL_VALIDATION_FAILED"
@@ -49,5 +51,6 @@ class ErrorCodes(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [coded_error(e) for e in result.errors]
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [coded_error(e) for e in errors]

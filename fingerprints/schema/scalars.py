@@ -6,6 +6,7 @@ from typing import Any, NewType
 
 import numpy as np
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 from fingerprints.domain import coerce_vector
 from fingerprints.errors import VectorError
@@ -28,7 +29,7 @@ def _serialize_vector(value: Any) -> Any:
 Vector = NewType("Vector", object)
 JSON = NewType("JSON", object)
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     Vector: strawberry.scalar(
         name="Vector",
         description="A feature vector: a JSON list of floats (stored as little-endian float32).",

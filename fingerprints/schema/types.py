@@ -124,7 +124,7 @@ class Fingerprint:
                 FeatureMap(
                     feature_type=strawberry.ID(m.feature_type_id),
                     version=m.version,
-                    vector=m.vector,
+                    vector=Vector(m.vector),
                     computed_at=m.computed_at,
                     metadata=m.metadata,
                     outdated=fp.outdated(m),

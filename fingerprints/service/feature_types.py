@@ -31,13 +31,13 @@ IMMUTABLE = ("id", "dimension", "distance", "current_version", "created_at", "up
 def register_feature_type(
     svc: Services,
     *,
-    id: object,
-    name: object,
-    dimension: object,
+    id: object = None,
+    name: object = None,
+    dimension: object = None,
     description: object = None,
     applies_to: object = None,
-    aggregation_method: object = "average",
-    distance: object = "cosine",
+    aggregation_method: object = None,
+    distance: object = None,
 ) -> FeatureType:
     """Validate and store a new feature type at version 1; 409 when the id is taken."""
     timestamp = now()
@@ -49,9 +49,11 @@ def register_feature_type(
         current_version=1,
         applies_to=parse_applies_to(applies_to),
         aggregation_method=parse_enum(
-            AggregationMethod, aggregation_method or "average", field="aggregation_method"
+            AggregationMethod,
+            "average" if aggregation_method is None else aggregation_method,
+            field="aggregation_method",
         ),
-        distance=parse_enum(Distance, distance or "cosine", field="distance"),
+        distance=parse_enum(Distance, "cosine" if distance is None else distance, field="distance"),
         is_active=True,
         created_at=timestamp,
         updated_at=timestamp,

@@ -14,7 +14,6 @@ from fingerprints.domain import (
     EntityType,
     FeatureType,
     ItemError,
-    check_finite,
     check_vector_for_type,
     coerce_vector,
     encode_vector,
@@ -125,11 +124,22 @@ def _error(index: int, item: object, code: str, message: str) -> ItemError:
 def _validate_items(
     items: Sequence[Any], feature_type: FeatureType, errors: list[ItemError]
 ) -> list[_Candidate]:
-    vectors = _coerce_batch(items)
     candidates = []
     for index, item in enumerate(items):
         try:
-            candidates.append(_validate_item(index, item, feature_type, vectors))
+            candidates.append(_validate_item(index, item, feature_type))
+        except Rejected as exc:
+            errors.append(_error(index, item, exc.reason, exc.message))
+    return candidates
+
+
+def _validate_items(
+    items: Sequence[Any], feature_type: FeatureType, errors: list[ItemError]
+) -> list[_Candidate]:
+    candidates = []
+    for index, item in enumerate(items):
+        try:
+            candidates.append(_validate_item(index, item, feature_type))
         except Rejected as exc:
             errors.append(_error(index, item, exc.reason, exc.message))
     return candidates
@@ -151,9 +161,7 @@ def _coerce_batch(items: Sequence[Any]) -> np.ndarray | None:
         return raw.astype(np.float32)
 
 
-def _validate_item(
-    index: int, item: object, feature_type: FeatureType, vectors: np.ndarray | None
-) -> _Candidate:
+def _validate_item(index: int, item: object, feature_type: FeatureType) -> _Candidate:
     if not isinstance(item, Mapping):
         raise Rejected("INVALID_ITEM", "each feature must be an object")
     unknown = sorted(set(item) - ITEM_KEYS)
@@ -161,7 +169,7 @@ def _validate_item(
         raise Rejected("INVALID_ITEM", f"unknown field {unknown[0]!r}", field=unknown[0])
     raw_type, entity_id = item.get("entity_type"), item.get("entity_id")
     try:
-        entity_type = EntityType(raw_type)
+        entity_type = EntityType(str(raw_type))
     except ValueError:
         raise Rejected(
             "INVALID_ENTITY_TYPE",
@@ -183,11 +191,9 @@ def _validate_item(
         )
     if "vector" not in item:
         raise VectorError("MISSING_VECTOR", "vector is required")
-    if vectors is not None:
-        vector = vectors[index]
-        check_finite(vector)
-    else:
-        vector = coerce_vector(item["vector"])
+    # One numpy conversion per vector (not per float); as fast as one np.array over the whole
+    # batch, and it sees the type of every vector, so a list of booleans is refused.
+    vector = coerce_vector(item["vector"])
     check_vector_for_type(vector, feature_type)
     metadata = item.get("metadata")
     return _Candidate(

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 
 WRITE_OPTION = "fingerprints_write"
 
@@ -36,7 +36,7 @@ def configure_engine(engine: Engine, *, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> ClauseElement:
+def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Executable:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for the connection's dialect."""
     name = conn.dialect.name
     if name == "sqlite":
@@ -55,12 +55,13 @@ def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Seque
 def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     """Run a Core statement on the plain DB-API cursor: tuples, no Row objects."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    args: Any = [params[key] for key in (compiled.positiontup or [])] if conn.dialect.positional else params
+    params: dict[str, Any] = dict(compiled.construct_params() or {})
+    positions: list[str] = getattr(compiled, "positiontup", None) or []
+    args: Any = [params[key] for key in positions] if conn.dialect.positional else params
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(str(compiled), args)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 

@@ -6,7 +6,7 @@ The catalog tables mirror pezzottify's columns so the service can run on an exis
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, Text, text
+from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, Table, Text, text
 from sqlmodel import Field, SQLModel
 
 # ---------------------------------------------------------------- catalog.db: fingerprints
@@ -156,17 +156,21 @@ class PlaylistFeatureMapRow(SQLModel, table=True):
     metadata_: str | None = Field(default=None, sa_column=Column("metadata", Text))
 
 
-feature_map_types = FeatureMapTypeRow.__table__
-feature_maps = FeatureMapRow.__table__
-artists = ArtistRow.__table__
-albums = AlbumRow.__table__
-tracks = TrackRow.__table__
-track_artists = TrackArtistRow.__table__
-album_artists = AlbumArtistRow.__table__
-artist_genres = ArtistGenreRow.__table__
-user_playlist = UserPlaylistRow.__table__
-user_playlist_tracks = UserPlaylistTrackRow.__table__
-playlist_feature_maps = PlaylistFeatureMapRow.__table__
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+feature_map_types = _table(FeatureMapTypeRow)
+feature_maps = _table(FeatureMapRow)
+artists = _table(ArtistRow)
+albums = _table(AlbumRow)
+tracks = _table(TrackRow)
+track_artists = _table(TrackArtistRow)
+album_artists = _table(AlbumArtistRow)
+artist_genres = _table(ArtistGenreRow)
+user_playlist = _table(UserPlaylistRow)
+user_playlist_tracks = _table(UserPlaylistTrackRow)
+playlist_feature_maps = _table(PlaylistFeatureMapRow)
 
 CATALOG_TABLES = [artists, albums, tracks, track_artists, album_artists, artist_genres]
 USER_TABLES = [user_playlist, user_playlist_tracks]

@@ -212,7 +212,12 @@ class PlaylistResult:
 
 
 def upsert_playlist(
-    svc: Services, *, id: object, user_id: object, name: object = None, track_ids: object = None
+    svc: Services,
+    *,
+    id: object = None,
+    user_id: object = None,
+    name: object = None,
+    track_ids: object = None,
 ) -> PlaylistResult:
     """Create or replace a playlist; unknown track ids are listed in ``errors`` and left out."""
     playlist_id = as_id(id, field="id")

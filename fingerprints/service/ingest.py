@@ -133,34 +133,6 @@ def _validate_items(
     return candidates
 
 
-def _validate_items(
-    items: Sequence[Any], feature_type: FeatureType, errors: list[ItemError]
-) -> list[_Candidate]:
-    candidates = []
-    for index, item in enumerate(items):
-        try:
-            candidates.append(_validate_item(index, item, feature_type))
-        except Rejected as exc:
-            errors.append(_error(index, item, exc.reason, exc.message))
-    return candidates
-
-
-def _coerce_batch(items: Sequence[Any]) -> np.ndarray | None:
-    """All vectors as one float32 matrix when the batch is uniform (the common case), else None.
-
-    One ``np.array`` over the whole batch instead of one per item; a batch with any odd item
-    (ragged, non-numeric, missing) falls back to per-item coercion for exact error messages.
-    """
-    try:
-        raw = np.array([item["vector"] for item in items])
-    except (TypeError, KeyError, ValueError):
-        return None
-    if raw.ndim != 2 or raw.shape[1] == 0 or raw.dtype.kind not in "iuf":
-        return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        return raw.astype(np.float32)
-
-
 def _validate_item(index: int, item: object, feature_type: FeatureType) -> _Candidate:
     if not isinstance(item, Mapping):
         raise Rejected("INVALID_ITEM", "each feature must be an object")

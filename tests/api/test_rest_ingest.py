@@ -415,6 +415,11 @@ async def test_version_above_current_rejects_every_item(
         (feature("", V1), "INVALID_ENTITY_ID"),
         (feature(None, V1), "INVALID_ENTITY_ID"),  # type: ignore[arg-type]
         (feature(17, V1), "INVALID_ENTITY_ID"),  # type: ignore[arg-type]
+        (feature("   ", V1), "INVALID_ENTITY_ID"),
+        (feature("t" * 256, V1), "INVALID_ENTITY_ID"),
+        (feature("t1", "0.1,0.2,0.3,0.4"), "NOT_A_LIST"),
+        (feature("t1", {"0": 0.1}), "NOT_A_LIST"),
+        (feature("t1", 0.5), "NOT_A_LIST"),
     ],
 )
 async def test_malformed_item_is_reported_and_nothing_changes(

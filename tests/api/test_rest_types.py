@@ -281,6 +281,14 @@ async def test_register_rejects_invalid_name(
     await _rejected_register(client, settings, body, 400, "BAD_USER_INPUT", "name")
 
 
+@pytest.mark.parametrize("description", [5, ["a"], {"a": 1}])
+async def test_register_rejects_invalid_description(
+    client: httpx.AsyncClient, settings: Settings, description: Any
+) -> None:
+    body = {"id": "f", "name": "F", "dimension": 4, "description": description}
+    await _rejected_register(client, settings, body, 400, "BAD_USER_INPUT", "description")
+
+
 async def test_register_rejects_unknown_field(client: httpx.AsyncClient, settings: Settings) -> None:
     body = {"id": "f", "name": "F", "dimension": 4, "current_version": 3}
     await _rejected_register(client, settings, body, 400, "BAD_USER_INPUT", "current_version")

@@ -33,13 +33,7 @@ ENTITY_TABLES: dict[EntityType, Table] = {
 
 def existing_ids(conn: Connection, *, entity_type: EntityType, ids: Iterable[str]) -> set[str]:
     """The subset of ``ids`` that exist as entities of ``entity_type``."""
-    table = ENTITY_TABLES[entity_type]
-    wanted = list(dict.fromkeys(ids))
-    found: set[str] = set()
-    for start in range(0, len(wanted), CHUNK):
-        stmt = select(table.c.id).where(table.c.id.in_(wanted[start : start + CHUNK]))
-        found.update(row[0] for row in dialect.raw_rows(conn, stmt))
-    return found
+    return dialect.existing_values(conn, ENTITY_TABLES[entity_type].c.id, list(dict.fromkeys(ids)))
 
 
 def rowids(conn: Connection, *, table: Table, ids: Iterable[str]) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -62,6 +63,50 @@ def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     try:
         cursor.execute(str(compiled), args)
         return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def bulk_execute(
+    conn: Connection, stmt: Executable, *, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``executemany`` of plain tuples (in ``columns`` order) on the DB-API cursor.
+
+    Core's ``execute(stmt, [dicts])`` spends more time building parameters per row than
+    SQLite spends storing them; this compiles once and hands the tuples straight over.
+    """
+    if not rows:
+        return
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))  # type: ignore[attr-defined]
+    if conn.dialect.positional:
+        positions: list[str] = list(getattr(compiled, "positiontup", None) or [])
+        if positions != list(columns):
+            order = [list(columns).index(name) for name in positions]
+            rows = [tuple(row[i] for i in order) for row in rows]
+        args: Sequence[Any] = rows
+    else:
+        args = [dict(zip(columns, row, strict=True)) for row in rows]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(str(compiled), args)
+    finally:
+        cursor.close()
+
+
+def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:
+    """Which of ``values`` occur in ``column``: one statement however many values are asked."""
+    if not values:
+        return set()
+    table = column.table.name
+    name = column.name
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "sqlite":
+            sql = f'SELECT "{name}" FROM "{table}" WHERE "{name}" IN (SELECT value FROM json_each(?))'
+            cursor.execute(sql, (orjson.dumps(list(values)).decode(),))
+        else:
+            cursor.execute(f'SELECT "{name}" FROM "{table}" WHERE "{name}" = ANY(%s)', (list(values),))
+        return {row[0] for row in cursor.fetchall()}
     finally:
         cursor.close()
 

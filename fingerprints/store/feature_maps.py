@@ -7,8 +7,7 @@ catalog.db. Bulk writes go through one Core ``executemany``; bulk reads through 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -23,17 +22,21 @@ from fingerprints.store.tables import feature_maps, playlist_feature_maps
 CHUNK = 900  # keys per IN (...) list, well under every engine's parameter limit
 
 
-@dataclass(frozen=True, slots=True)
-class NewFeatureMap:
-    """One row to write; ``vector`` is already the packed little-endian BLOB."""
+class NewFeatureMap(NamedTuple):
+    """One row to write, in ``feature_maps`` column order; ``vector`` is the packed BLOB."""
 
-    entity_type: EntityType
+    entity_type: str
     entity_id: str
     feature_type_id: str
     version: int
     vector: bytes
     computed_at: int
     metadata: str | None
+
+
+MAP_COLUMNS = list(NewFeatureMap._fields)
+PLAYLIST_MAP_COLUMNS = ["playlist_id", *MAP_COLUMNS[2:]]
+UPDATED_COLUMNS = ["version", "vector", "computed_at", "metadata"]
 
 
 def _table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[ColumnElement[bool]]]:
@@ -43,40 +46,18 @@ def _table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[Col
     return feature_maps, feature_maps.c.entity_id, [feature_maps.c.entity_type == entity_type.value]
 
 
-def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap]) -> None:
-    """Insert or replace maps of one database in a single ``executemany``."""
-    if not rows:
-        return
-    playlists = rows[0].entity_type is EntityType.PLAYLIST
+def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], playlists: bool) -> None:
+    """Insert or replace the maps of one database (playlists: user.db) in one ``executemany``."""
     if playlists:
-        table, keys = playlist_feature_maps, ["playlist_id", "feature_type_id"]
-        params = [
-            {
-                "playlist_id": r.entity_id,
-                "feature_type_id": r.feature_type_id,
-                "version": r.version,
-                "vector": r.vector,
-                "computed_at": r.computed_at,
-                "metadata": r.metadata,
-            }
-            for r in rows
-        ]
+        stmt = dialect.upsert(
+            conn, playlist_feature_maps, keys=["playlist_id", "feature_type_id"], update=UPDATED_COLUMNS
+        )
+        dialect.bulk_execute(conn, stmt, columns=PLAYLIST_MAP_COLUMNS, rows=[r[1:] for r in rows])
     else:
-        table, keys = feature_maps, ["entity_type", "entity_id", "feature_type_id"]
-        params = [
-            {
-                "entity_type": r.entity_type.value,
-                "entity_id": r.entity_id,
-                "feature_type_id": r.feature_type_id,
-                "version": r.version,
-                "vector": r.vector,
-                "computed_at": r.computed_at,
-                "metadata": r.metadata,
-            }
-            for r in rows
-        ]
-    stmt = dialect.upsert(conn, table, keys=keys, update=["version", "vector", "computed_at", "metadata"])
-    conn.execute(stmt, params)
+        stmt = dialect.upsert(
+            conn, feature_maps, keys=["entity_type", "entity_id", "feature_type_id"], update=UPDATED_COLUMNS
+        )
+        dialect.bulk_execute(conn, stmt, columns=MAP_COLUMNS, rows=rows)
 
 
 def get_feature_maps(

@@ -32,7 +32,7 @@ def dbs(settings: Settings) -> Iterator[Databases]:
 def _maps(n: int, *, entity_type: EntityType = EntityType.TRACK, seed: int = 0) -> list[NewFeatureMap]:
     vectors = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
     return [
-        NewFeatureMap(entity_type, f"e{i:05d}", "audio", 1, encode_vector(v), 100 + i, None)
+        NewFeatureMap(entity_type.value, f"e{i:05d}", "audio", 1, encode_vector(v), 100 + i, None)
         for i, v in enumerate(vectors)
     ]
 
@@ -67,8 +67,10 @@ def test_spec_indexes_exist(dbs: Databases) -> None:
 def test_upsert_replaces_and_bulk_load_matches(dbs: Databases) -> None:
     rows = _maps(50)
     with dbs.catalog.write() as conn:
-        feature_maps.upsert_feature_maps(conn, rows=rows)
-        feature_maps.upsert_feature_maps(conn, rows=_maps(10, seed=1))  # replaces e00000..e00009
+        feature_maps.upsert_feature_maps(conn, rows=rows, playlists=False)
+        feature_maps.upsert_feature_maps(
+            conn, rows=_maps(10, seed=1), playlists=False
+        )  # replaces e00000..e00009
     expected = np.stack([np.frombuffer(r.vector, "<f4") for r in _maps(10, seed=1) + rows[10:]])
     with dbs.catalog.read() as conn:
         ids, matrix = feature_maps.load_vectors(
@@ -81,7 +83,7 @@ def test_upsert_replaces_and_bulk_load_matches(dbs: Databases) -> None:
 
 def test_get_feature_maps_filters_by_type_and_entity(dbs: Databases) -> None:
     with dbs.catalog.write() as conn:
-        feature_maps.upsert_feature_maps(conn, rows=_maps(3))
+        feature_maps.upsert_feature_maps(conn, rows=_maps(3), playlists=False)
         got = feature_maps.get_feature_maps(conn, entity_type=EntityType.TRACK, entity_id="e00001")
         none = feature_maps.get_feature_maps(
             conn, entity_type=EntityType.ALBUM, entity_id="e00001", type_ids=["audio"]
@@ -92,8 +94,8 @@ def test_get_feature_maps_filters_by_type_and_entity(dbs: Databases) -> None:
 
 def test_counts_and_deletes(dbs: Databases) -> None:
     with dbs.catalog.write() as conn:
-        feature_maps.upsert_feature_maps(conn, rows=_maps(5))
-        feature_maps.upsert_feature_maps(conn, rows=_maps(2, entity_type=EntityType.ALBUM))
+        feature_maps.upsert_feature_maps(conn, rows=_maps(5), playlists=False)
+        feature_maps.upsert_feature_maps(conn, rows=_maps(2, entity_type=EntityType.ALBUM), playlists=False)
         assert feature_maps.count_maps(conn, playlists=False) == {
             ("audio", EntityType.TRACK): 5,
             ("audio", EntityType.ALBUM): 2,
@@ -135,9 +137,8 @@ def test_catalog_upsert_keeps_rowids(dbs: Databases) -> None:
 def test_playlist_delete_cascades_to_its_maps(dbs: Databases) -> None:
     with dbs.user.write() as conn:
         catalog.upsert_playlist(conn, playlist_id="p", user_id=1, name="P", created=0, track_ids=["x", "y"])
-        feature_maps.upsert_feature_maps(conn, rows=_maps(1, entity_type=EntityType.PLAYLIST)[:0] + [
-            NewFeatureMap(EntityType.PLAYLIST, "p", "audio", 1, encode_vector(np.ones(8)), 0, None)
-        ])  # fmt: skip
+        row = NewFeatureMap("playlist", "p", "audio", 1, encode_vector(np.ones(8)), 0, None)
+        feature_maps.upsert_feature_maps(conn, rows=[row], playlists=True)
         assert catalog.playlist_owner(conn, playlist_id="p") == 1
         assert catalog.delete_playlist(conn, playlist_id="p") is True
         assert catalog.delete_playlist(conn, playlist_id="p") is False
@@ -148,7 +149,7 @@ def test_playlist_delete_cascades_to_its_maps(dbs: Databases) -> None:
 
 def test_a_failed_write_rolls_back_everything(dbs: Databases) -> None:
     with pytest.raises(RuntimeError), dbs.catalog.write() as conn:
-        feature_maps.upsert_feature_maps(conn, rows=_maps(3))
+        feature_maps.upsert_feature_maps(conn, rows=_maps(3), playlists=False)
         raise RuntimeError("boom")
     with dbs.catalog.read() as conn:
         assert feature_maps.count_maps(conn, playlists=False) == {}

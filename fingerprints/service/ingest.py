@@ -226,13 +226,13 @@ def _vectors(raw: list[Any], feature_type: FeatureType) -> tuple[np.ndarray, np.
                 continue
             matrix[row], good[row] = vector, True
         return matrix, good
-    good = np.isfinite(matrix).all(axis=1)
+    good: np.ndarray = np.isfinite(matrix).all(axis=1)
     # numpy reads true/false as 1/0: a row holding an exact 0 or 1 may have had a boolean, so
     # only those rows (rare in real features) get their element types scanned.
-    for row in np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)):
-        value = raw[row]
+    for suspect in np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist():
+        value = raw[suspect]
         if isinstance(value, list) and bool in set(map(type, value)):
-            good[row] = False
+            good[suspect] = False
     if feature_type.distance is Distance.COSINE:
         good &= matrix.any(axis=1)
     return matrix, good

@@ -217,7 +217,7 @@ def _vectors(raw: list[Any], feature_type: FeatureType) -> tuple[np.ndarray, np.
                 matrix = np.ascontiguousarray(stacked, dtype=np.float32)
     if matrix is None:
         matrix = np.zeros((len(raw), dimension), dtype=np.float32)
-        good = np.zeros(len(raw), dtype=bool)
+        good: np.ndarray = np.zeros(len(raw), dtype=bool)
         for row, value in enumerate(raw):
             try:
                 vector = coerce_vector(value)
@@ -226,7 +226,7 @@ def _vectors(raw: list[Any], feature_type: FeatureType) -> tuple[np.ndarray, np.
                 continue
             matrix[row], good[row] = vector, True
         return matrix, good
-    good: np.ndarray = np.isfinite(matrix).all(axis=1)
+    good = np.asarray(np.isfinite(matrix).all(axis=1))
     # numpy reads true/false as 1/0: a row holding an exact 0 or 1 may have had a boolean, so
     # only those rows (rare in real features) get their element types scanned.
     for suspect in np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist():

@@ -22,9 +22,11 @@ from fingerprints.config import Settings
 from fingerprints.errors import DomainError
 from fingerprints.middleware import BodyLimitMiddleware, MetricsMiddleware
 from fingerprints.rest import routes as rest_routes
+from fingerprints.rest import similarity as rest_similarity
 from fingerprints.rest.responses import ORJSONResponse, error_body
 from fingerprints.schema import build_schema
 from fingerprints.schema.context import Context
+from fingerprints.service import indexing
 from fingerprints.service.base import Services, call, open_services
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ async def readyz(request: Request) -> Response:
         await call(ping)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return ORJSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
-    return ORJSONResponse({"status": "ready", "database": "ok"})
+    return ORJSONResponse({"status": "ready", "database": "ok", "index": indexing.index_status(services)})
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -101,11 +103,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = await call(open_services, settings)
+        await call(indexing.start, services)
         app.state.services = services
         try:
             yield
         finally:
             del app.state.services
+            await call(indexing.stop, services)
             services.dbs.dispose()
 
     async def metrics(request: Request) -> Response:
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         *rest_routes.routes,
+        *rest_similarity.routes,
     ]
     app = Starlette(
         routes=routes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,21 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(12, ge=1)
     graphql_max_aliases: int = Field(30, ge=1)
     graphql_max_tokens: int = Field(5_000, ge=10)
+
+    hnsw_threshold: int = Field(
+        50_000, ge=1, description="Vectors per (feature type, entity type) above which search uses HNSW."
+    )
+    hnsw_m: int | None = Field(None, ge=4, le=128, description="HNSW M; unset: chosen to meet target_recall.")
+    hnsw_ef_construction: int = Field(200, ge=10)
+    hnsw_ef_search: int | None = Field(
+        None, ge=1, description="HNSW ef at query time; unset: tuned to meet target_recall."
+    )
+    target_recall: float = Field(0.95, gt=0, le=1, description="Recall@10 the HNSW indexes are tuned to.")
+    index_load: Literal["eager", "lazy"] = Field(
+        "eager", description="Build indexes at start-up (eager) or on first use (lazy)."
+    )
+    index_snapshots: bool = Field(True, description="Save indexes under <data-dir>/index for fast restarts.")
+    index_threads: int = Field(2, ge=1, description="Threads for HNSW graph building.")
 
     log_level: str = "info"
 

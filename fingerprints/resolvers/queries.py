@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 
 from fingerprints import domain
 from fingerprints.schema.context import Info
-from fingerprints.schema.types import FeatureType, Fingerprint
-from fingerprints.service import feature_types, fingerprints
+from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
+from fingerprints.schema.types import FeatureType, Fingerprint, SimilarBatchResult, SimilarResult
+from fingerprints.service import feature_types, fingerprints, similarity
 from fingerprints.service.base import call
 
 
@@ -36,3 +39,50 @@ async def fingerprint(
         viewer=info.context.principal,
     )
     return Fingerprint.of(fp)
+
+
+def _features(features: list[FeatureWeightInput] | None) -> list[dict[str, Any]] | None:
+    if features is None:
+        return None
+    return [{"feature_type": str(f.feature_type), "weight": f.weight} for f in features]
+
+
+def _ref(ref: EntityRefInput) -> dict[str, Any]:
+    return {"entity_type": ref.entity_type, "entity_id": str(ref.entity_id)}
+
+
+async def similar(info: Info, input: SimilarInput) -> SimilarResult:
+    query: dict[str, Any] = {k: v for k, v in vars(input.query).items() if v is not strawberry.UNSET}
+    if query.get("entities") is not None:
+        query["entities"] = [_ref(r) for r in query["entities"]]
+    result = await call(
+        similarity.find_similar,
+        info.context.services,
+        query=query,
+        feature_type=input.feature_type,
+        features=_features(input.features),
+        target_entity_type=input.target_entity_type,
+        limit=input.limit,
+        min_score=input.min_score,
+        exclude_ids=[str(e) for e in input.exclude_ids] if input.exclude_ids is not None else None,
+        include_query=input.include_query,
+        viewer=info.context.principal,
+    )
+    return SimilarResult.of(result)
+
+
+async def similar_batch(info: Info, input: SimilarBatchInput) -> SimilarBatchResult:
+    result = await call(
+        similarity.find_similar_batch,
+        info.context.services,
+        queries=[_ref(r) for r in input.queries],
+        feature_type=input.feature_type,
+        features=_features(input.features),
+        target_entity_type=input.target_entity_type,
+        limit_per_query=input.limit_per_query,
+        min_score=input.min_score,
+        exclude_ids=[str(e) for e in input.exclude_ids] if input.exclude_ids is not None else None,
+        deduplicate=input.deduplicate,
+        viewer=info.context.principal,
+    )
+    return SimilarBatchResult.of(result)

@@ -19,17 +19,17 @@ from fingerprints.service.base import Services, call
 from fingerprints.service.inputs import check_keys
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return request.app.state.services
 
 
-def _principal(request: Request) -> Principal:
-    return _services(request).authenticator.authenticate(request.headers)
+def principal_of(request: Request) -> Principal:
+    return services_of(request).authenticator.authenticate(request.headers)
 
 
 async def _admin_body(request: Request, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Authorise an admin call, then read its JSON body (after auth: no work for strangers)."""
-    require_admin(_principal(request))
+    require_admin(principal_of(request))
     if allowed is None:
         return {}
     body = await read_json(request)
@@ -45,30 +45,30 @@ async def register_type(request: Request) -> ORJSONResponse:
         request,
         ("id", "name", "description", "dimension", "applies_to", "aggregation_method", "distance"),
     )
-    ft = await call(feature_types.register_feature_type, _services(request), **body)
+    ft = await call(feature_types.register_feature_type, services_of(request), **body)
     return ORJSONResponse(feature_type_json(ft), status_code=201)
 
 
 async def list_types(request: Request) -> ORJSONResponse:
     await _admin_body(request)
-    types = await call(feature_types.list_feature_types, _services(request))
+    types = await call(feature_types.list_feature_types, services_of(request))
     return ORJSONResponse({"types": [feature_type_json(ft, stats) for ft, stats in types]})
 
 
 async def get_type(request: Request) -> ORJSONResponse:
     await _admin_body(request)
     ft, stats = await call(
-        feature_types.feature_type_with_stats, _services(request), type_id=request.path_params["type_id"]
+        feature_types.feature_type_with_stats, services_of(request), type_id=request.path_params["type_id"]
     )
     return ORJSONResponse(feature_type_json(ft, stats))
 
 
 async def update_type(request: Request) -> ORJSONResponse:
-    require_admin(_principal(request))
+    require_admin(principal_of(request))
     body = await read_json(request)
     ft = await call(
         feature_types.update_feature_type,
-        _services(request),
+        services_of(request),
         type_id=request.path_params["type_id"],
         changes=body,
     )
@@ -78,7 +78,7 @@ async def update_type(request: Request) -> ORJSONResponse:
 async def bump_version(request: Request) -> ORJSONResponse:
     await _admin_body(request)
     bump = await call(
-        feature_types.bump_feature_type_version, _services(request), type_id=request.path_params["type_id"]
+        feature_types.bump_feature_type_version, services_of(request), type_id=request.path_params["type_id"]
     )
     return ORJSONResponse(
         {
@@ -97,7 +97,7 @@ async def ingest_features(request: Request) -> ORJSONResponse:
     body = await _admin_body(request, ("feature_type_id", "version", "features"))
     result = await call(
         ingest.ingest_feature_maps,
-        _services(request),
+        services_of(request),
         feature_type_id=body.get("feature_type_id"),
         version=body.get("version"),
         features=body.get("features"),
@@ -109,7 +109,7 @@ async def ingest_features(request: Request) -> ORJSONResponse:
 
 async def delete_features(request: Request) -> ORJSONResponse:
     body = await _admin_body(request, ("feature_type_id", "entities"))
-    result = await call(fingerprints.delete_feature_maps, _services(request), **body)
+    result = await call(fingerprints.delete_feature_maps, services_of(request), **body)
     return ORJSONResponse({"deleted": result.deleted, "by_entity_type": result.by_entity_type})
 
 
@@ -121,11 +121,11 @@ async def get_fingerprint(request: Request) -> ORJSONResponse:
     types = [t.strip() for t in raw_types.split(",") if t.strip()] if raw_types else None
     fp = await call(
         fingerprints.get_fingerprint,
-        _services(request),
+        services_of(request),
         entity_type=request.path_params["entity_type"],
         entity_id=request.path_params["entity_id"],
         types=types,
-        viewer=_principal(request),
+        viewer=principal_of(request),
     )
     return ORJSONResponse(
         {
@@ -151,7 +151,7 @@ async def get_fingerprint(request: Request) -> ORJSONResponse:
 
 async def upsert_catalog(request: Request) -> ORJSONResponse:
     body = await _admin_body(request, ("artists", "albums", "tracks"))
-    result = await call(catalog.upsert_catalog, _services(request), **body)
+    result = await call(catalog.upsert_catalog, services_of(request), **body)
     return ORJSONResponse(
         {
             "upserted": {"artists": result.artists, "albums": result.albums, "tracks": result.tracks},
@@ -162,7 +162,7 @@ async def upsert_catalog(request: Request) -> ORJSONResponse:
 
 async def upsert_playlist(request: Request) -> ORJSONResponse:
     body = await _admin_body(request, ("id", "user_id", "name", "track_ids"))
-    result = await call(catalog.upsert_playlist, _services(request), **body)
+    result = await call(catalog.upsert_playlist, services_of(request), **body)
     return ORJSONResponse(
         {
             "id": result.id,
@@ -176,7 +176,7 @@ async def upsert_playlist(request: Request) -> ORJSONResponse:
 async def delete_playlist(request: Request) -> ORJSONResponse:
     await _admin_body(request)
     playlist_id = request.path_params["playlist_id"]
-    await call(catalog.delete_playlist, _services(request), playlist_id=playlist_id)
+    await call(catalog.delete_playlist, services_of(request), playlist_id=playlist_id)
     return ORJSONResponse({"id": playlist_id, "deleted": True})
 
 

@@ -20,7 +20,7 @@ from fingerprints.config import Settings
 from fingerprints.resolvers import mutations, queries
 from fingerprints.schema.errors import ErrorCodes
 from fingerprints.schema.scalars import SCALARS
-from fingerprints.schema.types import FeatureType, Fingerprint
+from fingerprints.schema.types import FeatureType, Fingerprint, SimilarBatchResult, SimilarResult
 
 
 @strawberry.type(description="Read the registry and fingerprints.")
@@ -35,6 +35,15 @@ class Query:
         resolver=queries.fingerprint,
         description="An entity's feature maps, optionally only some types; NOT_FOUND when the "
         "entity is unknown or has none. Playlists are visible to their owner and admin only.",
+    )
+    similar: SimilarResult = strawberry.field(
+        resolver=queries.similar,
+        description="Entities similar to one entity, a raw vector or several entities (their centroid); "
+        "one feature type or several weighted ones; any target entity type.",
+    )
+    similar_batch: SimilarBatchResult = strawberry.field(
+        resolver=queries.similar_batch,
+        description="Similar entities for several query entities at once, optionally de-duplicated.",
     )
 
 

@@ -119,3 +119,55 @@ class PlaylistInput:
     user_id: int
     name: str | None = None
     track_ids: list[strawberry.ID] | None = None
+
+
+@strawberry.input(description="One feature of a multi-feature query and its weight (spec §7.2).")
+class FeatureWeightInput:
+    feature_type: strawberry.ID
+    weight: float = 1.0
+
+
+@strawberry.input(
+    description="What to search with: one entity, a raw vector, or several entities (centroid)."
+)
+class SimilarQueryInput:
+    entity_type: EntityType | None = strawberry.UNSET  # type: ignore[valid-type]
+    entity_id: strawberry.ID | None = strawberry.UNSET
+    vector: Vector | None = strawberry.UNSET  # type: ignore[valid-type]
+    entities: list[EntityRefInput] | None = strawberry.UNSET
+
+
+@strawberry.input(description="A similarity query (POST /v1/content/similar).")
+class SimilarInput:
+    query: SimilarQueryInput
+    feature_type: strawberry.ID | None = strawberry.field(
+        default=None, description="The feature to compare; or give features."
+    )
+    features: list[FeatureWeightInput] | None = strawberry.field(
+        default=None, description="Several weighted features; combined score sum(w*s)/sum(w)."
+    )
+    target_entity_type: EntityType | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Entity type to return (default: the query's); cross-entity allowed."
+    )
+    limit: int = strawberry.field(default=20, description="How many results, 1..1000.")
+    min_score: float | None = strawberry.field(default=None, description="Drop results scoring below this.")
+    exclude_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Ids never returned."
+    )
+    include_query: bool = strawberry.field(
+        default=False, description="Return the query entity itself when it matches."
+    )
+
+
+@strawberry.input(description="Several entity queries at once (POST /v1/content/similar/batch).")
+class SimilarBatchInput:
+    queries: list[EntityRefInput]
+    feature_type: strawberry.ID | None = None
+    features: list[FeatureWeightInput] | None = None
+    target_entity_type: EntityType | None = None  # type: ignore[valid-type]
+    limit_per_query: int = strawberry.field(default=10, description="Results per query, 1..1000.")
+    min_score: float | None = None
+    exclude_ids: list[strawberry.ID] | None = None
+    deduplicate: bool = strawberry.field(
+        default=False, description="Each entity at most once across all lists, where it scores best."
+    )

@@ -12,6 +12,9 @@ from fingerprints.service.feature_types import VersionBump as VersionBumpValue
 from fingerprints.service.fingerprints import DeleteResult as DeleteResultValue
 from fingerprints.service.fingerprints import Fingerprint as FingerprintValue
 from fingerprints.service.ingest import IngestResult as IngestResultValue
+from fingerprints.service.similarity import BatchResult as BatchResultValue
+from fingerprints.service.similarity import SimilarItem as SimilarItemValue
+from fingerprints.service.similarity import SimilarResult as SimilarResultValue
 
 EntityType = strawberry.enum(domain.EntityType, description="A catalog entity that can have a fingerprint.")
 AggregationMethod = strawberry.enum(
@@ -210,4 +213,68 @@ class PlaylistResult:
             user_id=r.user_id,
             track_count=r.track_count,
             errors=[ItemError.of(e) for e in r.errors],
+        )
+
+
+@strawberry.type(description="One similar entity.")
+class SimilarItem:
+    entity_type: EntityType = strawberry.field(description="Type of the similar entity.")  # type: ignore[valid-type]
+    entity_id: strawberry.ID = strawberry.field(description="Id of the similar entity.")
+    score: float = strawberry.field(
+        description="Similarity: cosine in [-1, 1], dot product raw, euclidean 1 / (1 + distance); "
+        "a weighted mean over features for multi-feature queries."
+    )
+    distance: float | None = strawberry.field(description="Euclidean distance (euclidean types only).")
+
+    @classmethod
+    def of(cls, item: SimilarItemValue) -> SimilarItem:
+        return cls(
+            entity_type=item.entity_type,
+            entity_id=strawberry.ID(item.entity_id),
+            score=item.score,
+            distance=item.distance,
+        )
+
+
+@strawberry.type(description="Entities similar to a query, best first (ties by id).")
+class SimilarResult:
+    target_entity_type: EntityType = strawberry.field(description="Entity type searched.")  # type: ignore[valid-type]
+    results: list[SimilarItem] = strawberry.field(description="The similar entities.")
+
+    @classmethod
+    def of(cls, result: SimilarResultValue) -> SimilarResult:
+        return cls(
+            target_entity_type=result.target_entity_type,
+            results=[SimilarItem.of(i) for i in result.results],
+        )
+
+
+@strawberry.type(description="An entity reference.")
+class EntityRef:
+    entity_type: EntityType = strawberry.field(description="Entity type.")  # type: ignore[valid-type]
+    entity_id: strawberry.ID = strawberry.field(description="Entity id.")
+
+
+@strawberry.type(description="The results of one query of a batch.")
+class SimilarBatchEntry:
+    query: EntityRef = strawberry.field(description="The query entity.")
+    results: list[SimilarItem] = strawberry.field(description="Its similar entities.")
+
+
+@strawberry.type(description="Results of similarBatch, one entry per query in order.")
+class SimilarBatchResult:
+    target_entity_type: EntityType = strawberry.field(description="Entity type searched.")  # type: ignore[valid-type]
+    results: list[SimilarBatchEntry] = strawberry.field(description="One entry per query.")
+
+    @classmethod
+    def of(cls, result: BatchResultValue) -> SimilarBatchResult:
+        return cls(
+            target_entity_type=result.target_entity_type,
+            results=[
+                SimilarBatchEntry(
+                    query=EntityRef(entity_type=ref.entity_type, entity_id=strawberry.ID(ref.entity_id)),
+                    results=[SimilarItem.of(i) for i in items],
+                )
+                for ref, items in zip(result.queries, result.results, strict=True)
+            ],
         )

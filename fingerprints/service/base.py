@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from fingerprints.auth import Authenticator, TokenAuthenticator, load_or_create_admin_token
 from fingerprints.config import Settings
+from fingerprints.index.registry import IndexParams, SimilarityIndex
 from fingerprints.store.database import Databases, open_databases
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     dbs: Databases
     authenticator: Authenticator
+    index: SimilarityIndex
 
 
 def open_services(settings: Settings) -> Services:
@@ -32,7 +34,24 @@ def open_services(settings: Settings) -> Services:
     token, token_path = load_or_create_admin_token(settings.admin_token, settings.data_dir)
     if token_path is not None:
         log.warning("admin token is in %s (set FINGERPRINTS_ADMIN_TOKEN to choose one)", token_path)
-    return Services(settings=settings, dbs=dbs, authenticator=TokenAuthenticator(token))
+    services = Services(
+        settings=settings,
+        dbs=dbs,
+        authenticator=TokenAuthenticator(token),
+        index=SimilarityIndex(index_params(settings)),
+    )
+    return services
+
+
+def index_params(settings: Settings) -> IndexParams:
+    return IndexParams(
+        hnsw_threshold=settings.hnsw_threshold,
+        m=settings.hnsw_m,
+        ef_construction=settings.hnsw_ef_construction,
+        ef_search=settings.hnsw_ef_search,
+        target_recall=settings.target_recall,
+        threads=settings.index_threads,
+    )
 
 
 def now() -> int:

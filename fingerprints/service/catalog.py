@@ -8,6 +8,7 @@ from typing import Any
 
 from fingerprints.domain import EntityType, ItemError
 from fingerprints.errors import NotFound, PayloadTooLarge, Rejected, ValidationError
+from fingerprints.service import indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, as_str, check_keys
 from fingerprints.store import catalog as catalog_store
@@ -255,6 +256,8 @@ def upsert_playlist(
 
 def delete_playlist(svc: Services, *, playlist_id: object) -> None:
     pid = as_id(playlist_id, field="id")
-    with svc.dbs.user.write() as conn:
-        if not catalog_store.delete_playlist(conn, playlist_id=pid):
-            raise NotFound(f"playlist {pid!r} not found", field="id")
+    with svc.dbs.user.serialized():
+        with svc.dbs.user.write() as conn:
+            if not catalog_store.delete_playlist(conn, playlist_id=pid):
+                raise NotFound(f"playlist {pid!r} not found", field="id")
+        indexing.maps_deleted(svc, None, EntityType.PLAYLIST, [pid])

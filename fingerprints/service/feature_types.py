@@ -18,6 +18,7 @@ from fingerprints.domain import (
     validate_feature_type_id,
 )
 from fingerprints.errors import Conflict, NotFound, ValidationError
+from fingerprints.service import indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_bool, as_str, check_keys
 from fingerprints.store import catalog as catalog_store
@@ -158,6 +159,7 @@ def update_feature_type(svc: Services, *, type_id: str, changes: Mapping[str, An
                     field="applies_to",
                 )
         types_store.update_feature_type(conn, feature_type=updated)
+    indexing.feature_type_changed(svc, updated)
     return updated
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fingerprints.auth import Principal
 from fingerprints.domain import EntityType, FeatureMap, parse_enum
 from fingerprints.errors import NotFound, ValidationError
+from fingerprints.service import indexing
 from fingerprints.service.base import Services
 from fingerprints.service.inputs import as_id, as_list, as_object, check_keys
 from fingerprints.store import catalog as catalog_store
@@ -97,32 +98,37 @@ def delete_feature_maps(
             raise ValidationError("entities is empty", field="entities")
 
     result = DeleteResult()
-    with svc.dbs.catalog.write() as conn:
-        if type_id is not None and types_store.get_feature_type(conn, type_id=type_id) is None:
-            raise NotFound(f"unknown feature type {type_id!r}", field="feature_type_id")
-        if entities is None:
-            assert type_id is not None
-            counts: dict[EntityType, int] = maps_store.delete_feature_type_maps(
-                conn, type_id=type_id, playlists=False
-            )
-        else:
-            counts = {
-                kind: maps_store.delete_entity_maps(conn, entity_type=kind, entity_ids=ids, type_id=type_id)
-                for kind, ids in targets.items()
-                if kind is not EntityType.PLAYLIST
-            }
-    if entities is None or EntityType.PLAYLIST in targets:
-        with svc.dbs.user.write() as conn:
+    if type_id is not None:
+        with svc.dbs.catalog.read() as conn:
+            if types_store.get_feature_type(conn, type_id=type_id) is None:
+                raise NotFound(f"unknown feature type {type_id!r}", field="feature_type_id")
+    counts: dict[EntityType, int] = {}
+    for playlists, db in ((False, svc.dbs.catalog), (True, svc.dbs.user)):
+        kinds = [
+            k
+            for k in (targets if entities is not None else EntityType)
+            if (k is EntityType.PLAYLIST) == playlists
+        ]
+        if not kinds:
+            continue
+        with db.serialized():  # the index follows in commit order
+            with db.write() as conn:
+                if entities is None:
+                    assert type_id is not None
+                    counts.update(
+                        maps_store.delete_feature_type_maps(conn, type_id=type_id, playlists=playlists)
+                    )
+                else:
+                    for kind in kinds:
+                        counts[kind] = maps_store.delete_entity_maps(
+                            conn, entity_type=kind, entity_ids=targets[kind], type_id=type_id
+                        )
             if entities is None:
                 assert type_id is not None
-                counts.update(maps_store.delete_feature_type_maps(conn, type_id=type_id, playlists=True))
+                indexing.feature_type_cleared(svc, type_id, kinds)
             else:
-                counts[EntityType.PLAYLIST] = maps_store.delete_entity_maps(
-                    conn,
-                    entity_type=EntityType.PLAYLIST,
-                    entity_ids=targets[EntityType.PLAYLIST],
-                    type_id=type_id,
-                )
+                for kind in kinds:
+                    indexing.maps_deleted(svc, type_id, kind, targets[kind])
     result.by_entity_type = {k.value: v for k, v in counts.items() if v}
     result.deleted = sum(result.by_entity_type.values())
     return result

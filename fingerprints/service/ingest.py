@@ -24,6 +24,7 @@ from fingerprints.domain import (
     coerce_vector,
 )
 from fingerprints.errors import PayloadTooLarge, Rejected, ValidationError
+from fingerprints.service import indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_int, as_list
 from fingerprints.store import catalog as catalog_store
@@ -85,24 +86,35 @@ def ingest_feature_maps(
         rows = [i for i, e in enumerate(accepted.entity_type) if (e is EntityType.PLAYLIST) == playlists]
         if not rows:
             continue
-        with db.write() as conn:
-            kept = _keep_known(conn, accepted, rows, result.errors)
-            maps_store.upsert_feature_maps(
-                conn,
-                playlists=playlists,
-                rows=[
-                    NewFeatureMap(
-                        accepted.entity_type[i].value,
-                        accepted.entity_id[i],
-                        feature_type.id,
-                        stored_version,
-                        blobs[i],
-                        computed_at,
-                        accepted.metadata[i],
-                    )
-                    for i in kept
-                ],
-            )
+        with db.serialized():  # the index applies writes in commit order
+            with db.write() as conn:
+                kept = _keep_known(conn, accepted, rows, result.errors)
+                maps_store.upsert_feature_maps(
+                    conn,
+                    playlists=playlists,
+                    rows=[
+                        NewFeatureMap(
+                            accepted.entity_type[i].value,
+                            accepted.entity_id[i],
+                            feature_type.id,
+                            stored_version,
+                            blobs[i],
+                            computed_at,
+                            accepted.metadata[i],
+                        )
+                        for i in kept
+                    ],
+                )
+            assert accepted.vectors is not None
+            for entity_type in dict.fromkeys(accepted.entity_type[i] for i in kept):
+                same = [i for i in kept if accepted.entity_type[i] is entity_type]
+                indexing.maps_written(
+                    svc,
+                    feature_type.id,
+                    entity_type,
+                    [accepted.entity_id[i] for i in same],
+                    accepted.vectors[same],
+                )
         result.ingested += len(kept)
     result.errors.sort(key=lambda e: e.index)
     return result

@@ -9,7 +9,7 @@ from sqlalchemy import Table, delete, func, select
 from sqlalchemy.engine import Connection
 
 from fingerprints.domain import EntityType
-from fingerprints.store import dialect
+from fingerprints.store import dialect, feature_maps
 from fingerprints.store.feature_maps import CHUNK
 from fingerprints.store.tables import (
     album_artists,
@@ -134,6 +134,12 @@ def playlist_owner(conn: Connection, *, playlist_id: str) -> int | None:
     return row.scalar_one_or_none()
 
 
+def playlists_of(conn: Connection, *, user_id: int) -> list[str]:
+    """Ids of one user's playlists."""
+    stmt = select(user_playlist.c.id).where(user_playlist.c.user_id == user_id).order_by(user_playlist.c.id)
+    return [row[0] for row in conn.execute(stmt)]
+
+
 def upsert_playlist(
     conn: Connection,
     *,
@@ -161,5 +167,8 @@ def delete_playlist(conn: Connection, *, playlist_id: str) -> bool:
     """Delete a playlist, its tracks and its feature maps; False when it did not exist."""
     conn.execute(delete(user_playlist_tracks).where(user_playlist_tracks.c.playlist_id == playlist_id))
     # Explicit, not only ON DELETE CASCADE: a pezzottify user.db may predate the foreign key.
-    conn.execute(delete(playlist_feature_maps).where(playlist_feature_maps.c.playlist_id == playlist_id))
+    if conn.execute(
+        delete(playlist_feature_maps).where(playlist_feature_maps.c.playlist_id == playlist_id)
+    ).rowcount:
+        feature_maps.bump_generation(conn, type_id=None, entity_type=EntityType.PLAYLIST)
     return bool(conn.execute(delete(user_playlist).where(user_playlist.c.id == playlist_id)).rowcount)

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 
 from fingerprints.config import Settings
+from fingerprints.domain import EntityType
 from fingerprints.store import dialect, migrations
 
 
@@ -20,13 +21,20 @@ class Database:
     def __init__(self, engine: Engine, name: str) -> None:
         self.engine = engine
         self.name = name
-        # One writer at a time in this process; busy_timeout covers other processes.
-        self._write_lock = threading.Lock()
+        # One writer at a time in this process; busy_timeout covers other processes. Reentrant,
+        # so a use case can hold it across its commit and the in-memory updates that follow.
+        self._write_lock = threading.RLock()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def serialized(self) -> Iterator[None]:
+        """Hold the write turn: no other writer of this process commits until the block ends."""
+        with self._write_lock:
+            yield
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -50,6 +58,10 @@ class Database:
 class Databases:
     catalog: Database
     user: Database
+
+    def for_entity(self, entity_type: EntityType) -> Database:
+        """Where an entity type's feature maps live: playlists in user.db, the rest in catalog.db."""
+        return self.user if entity_type is EntityType.PLAYLIST else self.catalog
 
     def dispose(self) -> None:
         self.catalog.dispose()

@@ -53,6 +53,15 @@ def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Seque
     )
 
 
+def increment(conn: Connection, table: Table, *, keys: dict[str, Any], column: str) -> None:
+    """Insert the row with ``column`` = 1, or add 1 to it when the row exists."""
+    stmt: Any = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+    stmt = stmt.values(**keys, **{column: 1}).on_conflict_do_update(
+        index_elements=list(keys), set_={column: table.c[column] + 1}
+    )
+    conn.execute(stmt)
+
+
 def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     """Run a Core statement on the plain DB-API cursor: tuples, no Row objects."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})

@@ -11,13 +11,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from fingerprints.domain import EntityType, FeatureMap, decode_vector, decode_vectors
 from fingerprints.store import dialect
-from fingerprints.store.tables import feature_maps, playlist_feature_maps
+from fingerprints.store.tables import feature_maps, index_generation, playlist_feature_maps
 
 CHUNK = 900  # keys per IN (...) list, well under every engine's parameter limit
 
@@ -58,6 +58,37 @@ def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], play
             conn, feature_maps, keys=["entity_type", "entity_id", "feature_type_id"], update=UPDATED_COLUMNS
         )
         dialect.bulk_execute(conn, stmt, columns=MAP_COLUMNS, rows=rows)
+    for entity_type, type_id in {(r.entity_type, r.feature_type_id) for r in rows}:
+        bump_generation(conn, type_id=type_id, entity_type=EntityType(entity_type))
+
+
+def bump_generation(conn: Connection, *, type_id: str | None, entity_type: EntityType | None) -> None:
+    """Mark a key's maps as changed (``type_id``/``entity_type`` None: every matching key)."""
+    if type_id is not None and entity_type is not None:
+        keys = {"feature_type_id": type_id, "entity_type": entity_type.value}
+        dialect.increment(conn, index_generation, keys=keys, column="generation")
+        return
+    stmt = update(index_generation).values(generation=index_generation.c.generation + 1)
+    if type_id is not None:
+        stmt = stmt.where(index_generation.c.feature_type_id == type_id)
+    if entity_type is not None:
+        stmt = stmt.where(index_generation.c.entity_type == entity_type.value)
+    conn.execute(stmt)
+
+
+def count_key(conn: Connection, *, type_id: str, entity_type: EntityType) -> int:
+    """How many maps one (feature type, entity type) has."""
+    table, _, where = _table(entity_type)
+    stmt = select(func.count()).select_from(table).where(table.c.feature_type_id == type_id, *where)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def generation(conn: Connection, *, type_id: str, entity_type: EntityType) -> int:
+    """The key's change counter (0 before its first write)."""
+    stmt = select(index_generation.c.generation).where(
+        index_generation.c.feature_type_id == type_id, index_generation.c.entity_type == entity_type.value
+    )
+    return int(conn.execute(stmt).scalar_one_or_none() or 0)
 
 
 def get_feature_maps(
@@ -109,6 +140,7 @@ def delete_feature_type_maps(conn: Connection, *, type_id: str, playlists: bool)
     counts = count_maps(conn, playlists=playlists, type_id=type_id)
     table = playlist_feature_maps if playlists else feature_maps
     conn.execute(delete(table).where(table.c.feature_type_id == type_id))
+    bump_generation(conn, type_id=type_id, entity_type=None)
     return {entity_type: n for (_, entity_type), n in counts.items()}
 
 
@@ -128,6 +160,8 @@ def delete_entity_maps(
         if type_id is not None:
             stmt = stmt.where(table.c.feature_type_id == type_id)
         deleted += conn.execute(stmt).rowcount
+    if deleted:
+        bump_generation(conn, type_id=type_id, entity_type=entity_type)
     return deleted
 
 

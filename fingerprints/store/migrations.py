@@ -51,6 +51,7 @@ CATALOG_MIGRATIONS = [
         "fingerprint tables; pezzottify catalog tables where absent",
         _create(tables.feature_map_types, tables.feature_maps, *tables.CATALOG_TABLES),
     ),
+    Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
 ]
 
 USER_MIGRATIONS = [
@@ -59,6 +60,7 @@ USER_MIGRATIONS = [
         "playlist_feature_maps; pezzottify playlist tables where absent",
         _create(*tables.USER_TABLES, tables.playlist_feature_maps),
     ),
+    Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
 ]
 
 

@@ -156,6 +156,20 @@ class PlaylistFeatureMapRow(SQLModel, table=True):
     metadata_: str | None = Field(default=None, sa_column=Column("metadata", Text))
 
 
+# ---------------------------------------------------------------- both databases
+
+
+class IndexGenerationRow(SQLModel, table=True):
+    """Bumped in the same transaction as every write to a key's feature maps, so an index
+    snapshot can prove it matches the database (schema version 2)."""
+
+    __tablename__ = "fingerprints_index_generation"
+
+    feature_type_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    entity_type: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -171,6 +185,8 @@ artist_genres = _table(ArtistGenreRow)
 user_playlist = _table(UserPlaylistRow)
 user_playlist_tracks = _table(UserPlaylistTrackRow)
 playlist_feature_maps = _table(PlaylistFeatureMapRow)
+
+index_generation = _table(IndexGenerationRow)
 
 CATALOG_TABLES = [artists, albums, tracks, track_artists, album_artists, artist_genres]
 USER_TABLES = [user_playlist, user_playlist_tracks]

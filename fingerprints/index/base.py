@@ -1,0 +1,122 @@
+"""What every vector index offers (spec §5.4) and the metric arithmetic they share.
+
+Indexes rank by a *key* where larger is better: the inner product for cosine (on unit
+vectors) and dot product, and ``-squared distance`` for euclidean. ``Hits`` turns keys into
+the public scores of design §4: cosine in [-1, 1], dot product raw, euclidean ``1 / (1 + d)``
+with the distance ``d`` alongside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fingerprints.domain import Distance
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """Results of one query, best first; ties broken by entity id."""
+
+    ids: list[str]
+    scores: np.ndarray  # float32, as in design §4
+    distances: np.ndarray | None = None  # euclidean only
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def empty(distance: Distance) -> Hits:
+        none = np.empty(0, dtype=np.float32)
+        return Hits([], none, none if distance is Distance.EUCLIDEAN else None)
+
+
+class VectorIndex(Protocol):
+    """A mutable k-nearest-neighbour index over (entity id, vector) pairs of one dimension."""
+
+    distance: Distance
+    dimension: int
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, entity_id: object) -> bool: ...
+
+    def upsert(self, entity_id: str, vector: np.ndarray) -> None:
+        """Add or replace one vector."""
+
+    def upsert_many(self, entity_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add or replace many vectors (an (n, dimension) matrix) at once."""
+
+    def remove(self, entity_id: str) -> bool:
+        """Remove one vector; False when it was not there."""
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        exclude: Collection[str] = (),
+        min_score: float | None = None,
+    ) -> Hits:
+        """The ``k`` best matches not in ``exclude`` with score >= ``min_score``."""
+
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: Collection[str] = (),
+        min_score: float | None = None,
+    ) -> list[Hits]:
+        """``search`` for each row of ``queries``."""
+
+    def items(self) -> tuple[list[str], np.ndarray]:
+        """Every id with its stored (prepared) vector, as one (n, dimension) matrix."""
+
+
+def prepare(vectors: np.ndarray, distance: Distance) -> np.ndarray:
+    """Vectors as the index stores them: float32, C-contiguous, unit length under cosine."""
+    matrix: np.ndarray = np.ascontiguousarray(vectors, dtype=np.float32)
+    if distance is Distance.COSINE:
+        with np.errstate(over="ignore"):
+            norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+        huge = ~np.isfinite(norms[..., 0])
+        if huge.any():  # float32 squares overflow near 1e19: those rows are normalised in float64
+            wide = matrix[huge].astype(np.float64)
+            scaled = wide / np.linalg.norm(wide, axis=-1, keepdims=True)
+            matrix = matrix.copy()
+            matrix[huge] = scaled.astype(np.float32)
+            norms[huge] = 1
+        matrix = matrix / np.where(norms == 0, 1, norms).astype(np.float32)
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def key_threshold(min_score: float | None, distance: Distance) -> float | None:
+    """``min_score`` expressed on the ranking key (None: no filter; +inf: nothing passes)."""
+    if min_score is None:
+        return None
+    if distance is not Distance.EUCLIDEAN:
+        return float(min_score)
+    if min_score <= 0:
+        return None  # every euclidean score is positive
+    if min_score > 1:
+        return float("inf")
+    radius = 1.0 / min_score - 1.0
+    return -(radius * radius)
+
+
+def hits_from_keys(ids: list[str], keys: np.ndarray, distance: Distance) -> Hits:
+    """Public scores for ranking keys (already in order); euclidean keys are ``-d^2``."""
+    keys = np.asarray(keys, dtype=np.float32)
+    if distance is not Distance.EUCLIDEAN:
+        return Hits(ids, keys)
+    distances = np.sqrt(np.maximum(-keys, 0)).astype(np.float32)
+    return Hits(ids, (1.0 / (1.0 + distances)).astype(np.float32), distances)
+
+
+def order_by_key_then_id(ids: Sequence[str], keys: np.ndarray, k: int) -> list[int]:
+    """Positions of the ``k`` best keys, ties broken by id (ascending)."""
+    return sorted(range(len(ids)), key=lambda i: (-float(keys[i]), ids[i]))[:k]

@@ -1,0 +1,440 @@
+"""Similarity queries (spec §6.3, §7; design §3 Q8, §4): by entity, raw vector or centroid,
+single- or multi-feature, cross-entity, filtered, and batched with de-duplication."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fingerprints.auth import Principal
+from fingerprints.domain import EntityType, FeatureType, check_vector_for_type, coerce_vector, parse_enum
+from fingerprints.errors import NotFound, ValidationError, VectorError
+from fingerprints.index.base import Hits, prepare
+from fingerprints.index.exact import ExactIndex
+from fingerprints.index.registry import KeyIndex, merge_hits
+from fingerprints.service import indexing
+from fingerprints.service.base import Services
+from fingerprints.service.fingerprints import check_playlist_visible
+from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
+from fingerprints.store import catalog as catalog_store
+from fingerprints.store import feature_maps as maps_store
+from fingerprints.store import feature_types as types_store
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+MULTI_FEATURE_FETCH = 3  # candidates per feature = limit x this, then rescored exactly
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRef:
+    entity_type: EntityType
+    entity_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Weighted:
+    feature_type: FeatureType
+    weight: float
+
+
+@dataclass(slots=True)
+class SimilarItem:
+    entity_type: EntityType
+    entity_id: str
+    score: float
+    distance: float | None = None
+
+
+@dataclass(slots=True)
+class SimilarResult:
+    target_entity_type: EntityType
+    features: list[Weighted]
+    results: list[SimilarItem] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ input parsing
+
+
+def parse_ref(raw: object, *, field: str) -> EntityRef:
+    ref = as_object(raw, field=field)
+    check_keys(ref, ("entity_type", "entity_id"), where=f"{field}.")
+    return EntityRef(
+        parse_enum(EntityType, ref.get("entity_type"), field=f"{field}.entity_type"),
+        as_id(ref.get("entity_id"), field=f"{field}.entity_id"),
+    )
+
+
+def parse_limit(value: object, *, field: str = "limit", default: int = DEFAULT_LIMIT) -> int:
+    return default if value is None else as_int(value, field=field, minimum=1, maximum=MAX_LIMIT)
+
+
+def parse_min_score(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValidationError("min_score must be a finite number", field="min_score")
+    return float(value)
+
+
+def _feature_type(svc: Services, type_id: object, *, field: str) -> FeatureType:
+    tid = as_id(type_id, field=field)
+    with svc.dbs.catalog.read() as conn:
+        feature_type = types_store.get_feature_type(conn, type_id=tid)
+    if feature_type is None:
+        raise NotFound(f"unknown feature type {tid!r}", field=field)
+    if not feature_type.is_active:
+        raise NotFound(f"feature type {tid!r} is inactive", field=field)
+    return feature_type
+
+
+def parse_features(svc: Services, feature_type: object, features: object) -> list[Weighted]:
+    """``feature_type`` (one) or ``features: [{feature_type, weight}]`` (spec §7.2), not both."""
+    if (feature_type is None) == (features is None):
+        raise ValidationError("give either feature_type or features", field="feature_type")
+    if feature_type is not None:
+        return [Weighted(_feature_type(svc, feature_type, field="feature_type"), 1.0)]
+    parsed = []
+    for i, raw in enumerate(as_list(features, field="features")):
+        item = as_object(raw, field=f"features[{i}]")
+        check_keys(item, ("feature_type", "weight"), where=f"features[{i}].")
+        weight = item.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf"):
+            raise ValidationError("weight must be a positive number", field=f"features[{i}].weight")
+        parsed.append(
+            Weighted(
+                _feature_type(svc, item.get("feature_type"), field=f"features[{i}].feature_type"), weight
+            )
+        )
+    if not parsed:
+        raise ValidationError("features is empty", field="features")
+    if len({w.feature_type.id for w in parsed}) != len(parsed):
+        raise ValidationError("a feature type is listed twice", field="features")
+    return parsed
+
+
+def _target(features: list[Weighted], target: object, default: EntityType) -> EntityType:
+    entity_type = default if target is None else parse_enum(EntityType, target, field="target_entity_type")
+    for w in features:
+        if not w.feature_type.applies(entity_type):
+            raise ValidationError(
+                f"feature type {w.feature_type.id!r} does not apply to {entity_type.value}",
+                field="target_entity_type",
+            )
+    return entity_type
+
+
+# ------------------------------------------------------------------ query vectors
+
+
+def _entity_vectors(
+    svc: Services, refs: Sequence[EntityRef], feature_type: FeatureType, viewer: Principal
+) -> np.ndarray:
+    """The stored vectors of some entities for one feature type; 404 naming what is missing."""
+    rows = []
+    for ref in refs:
+        if ref.entity_type is EntityType.PLAYLIST:
+            check_playlist_visible(svc, playlist_id=ref.entity_id, viewer=viewer)
+        db = svc.dbs.for_entity(ref.entity_type)
+        with db.read() as conn:
+            maps = maps_store.get_feature_maps(
+                conn, entity_type=ref.entity_type, entity_id=ref.entity_id, type_ids=[feature_type.id]
+            )
+            if not maps and not catalog_store.existing_ids(
+                conn, entity_type=ref.entity_type, ids=[ref.entity_id]
+            ):
+                raise NotFound(f"{ref.entity_type.value} {ref.entity_id!r} not found", field="entity_id")
+        if not maps:
+            raise NotFound(
+                f"{ref.entity_type.value} {ref.entity_id!r} has no {feature_type.id!r} feature map",
+                field="feature_type",
+            )
+        rows.append(maps[0].vector)
+    return np.stack(rows)
+
+
+def _raw_vector(value: object, feature_type: FeatureType) -> np.ndarray:
+    try:
+        vector = coerce_vector(value)
+        check_vector_for_type(vector, feature_type)
+    except VectorError as exc:
+        raise ValidationError(exc.message, field="query.vector") from None
+    return vector
+
+
+def _centroid(vectors: np.ndarray, feature_type: FeatureType) -> np.ndarray:
+    """Mean of the query vectors (of their unit vectors under cosine)."""
+    centroid = prepare(vectors, feature_type.distance).mean(axis=0)
+    if not np.isfinite(centroid).all() or (feature_type.distance.value == "cosine" and not centroid.any()):
+        raise ValidationError("the query entities' vectors cancel out", field="query.entities")
+    return centroid
+
+
+# ------------------------------------------------------------------ searching
+
+
+def _search(
+    svc: Services,
+    features: list[Weighted],
+    queries: Mapping[str, np.ndarray],
+    target: EntityType,
+    k: int,
+    exclude: set[str],
+    min_score: float | None,
+    viewer: Principal,
+) -> Hits:
+    """One query: a single feature straight from its index, several rescored exactly (§7.2)."""
+    indexes = {w.feature_type.id: indexing.key_index(svc, w.feature_type, target) for w in features}
+    allowed = _visible_playlists(svc, target, viewer)
+    if len(features) == 1:
+        feature_type = features[0].feature_type
+        index = indexes[feature_type.id]
+        if allowed is not None:
+            return _search_within(index, allowed, queries[feature_type.id], k, exclude, min_score)
+        return index.search(queries[feature_type.id], k, exclude=exclude, min_score=min_score)
+    fetch = min(max(k * MULTI_FEATURE_FETCH, k + 10), MAX_LIMIT * MULTI_FEATURE_FETCH)
+    candidates: set[str] = set()
+    for w in features:
+        index = indexes[w.feature_type.id]
+        query = queries[w.feature_type.id]
+        hits = (
+            _search_within(index, allowed, query, fetch, exclude, None)
+            if allowed is not None
+            else index.search(query, fetch, exclude=exclude)
+        )
+        candidates.update(hits.ids)
+    return _rescore(features, indexes, queries, sorted(candidates), k, min_score)
+
+
+def _rescore(
+    features: list[Weighted],
+    indexes: Mapping[str, KeyIndex],
+    queries: Mapping[str, np.ndarray],
+    candidates: list[str],
+    k: int,
+    min_score: float | None,
+) -> Hits:
+    """Combined score ``sum(w_i s_i) / sum(w_i)`` over the features each candidate has."""
+    total = np.zeros(len(candidates), dtype=np.float64)
+    weights = np.zeros(len(candidates), dtype=np.float64)
+    for w in features:
+        index = indexes[w.feature_type.id]
+        present = [(i, v) for i, c in enumerate(candidates) if (v := index.get(c)) is not None]
+        if not present:
+            continue
+        rows = [i for i, _ in present]
+        exact = ExactIndex(index.dimension, index.distance, capacity=len(present))
+        exact.upsert_many([candidates[i] for i in rows], np.stack([v for _, v in present]))
+        hits = exact.search(queries[w.feature_type.id], len(present))
+        position = {c: i for i, c in enumerate(candidates)}
+        idx = np.array([position[c] for c in hits.ids])
+        total[idx] += w.weight * hits.scores
+        weights[idx] += w.weight
+    has = weights > 0
+    combined = np.where(has, total / np.where(has, weights, 1), -np.inf)
+    order = sorted((i for i in range(len(candidates)) if has[i]), key=lambda i: (-combined[i], candidates[i]))
+    if min_score is not None:
+        order = [i for i in order if combined[i] >= min_score]
+    order = order[:k]
+    return Hits([candidates[i] for i in order], combined[order].astype(np.float32))
+
+
+def _visible_playlists(svc: Services, target: EntityType, viewer: Principal) -> list[str] | None:
+    """Playlist results are limited to the viewer's own playlists (admin sees all): None = all."""
+    if target is not EntityType.PLAYLIST or viewer.is_admin:
+        return None
+    if viewer.user_id is None:
+        return []
+    with svc.dbs.user.read() as conn:
+        return catalog_store.playlists_of(conn, user_id=viewer.user_id)
+
+
+def _search_within(
+    index: KeyIndex,
+    allowed: list[str],
+    query: np.ndarray,
+    k: int,
+    exclude: set[str],
+    min_score: float | None,
+) -> Hits:
+    """Exact search over a small allowed set (a user's own playlists)."""
+    present = [(a, v) for a in allowed if a not in exclude and (v := index.get(a)) is not None]
+    if not present:
+        return Hits.empty(index.distance)
+    exact = ExactIndex(index.dimension, index.distance, capacity=len(present))
+    exact.upsert_many([a for a, _ in present], np.stack([v for _, v in present]))
+    return exact.search(query, k, min_score=min_score)
+
+
+def _items(target: EntityType, hits: Hits) -> list[SimilarItem]:
+    distances = hits.distances
+    return [
+        SimilarItem(
+            target,
+            entity_id,
+            float(hits.scores[i]),
+            None if distances is None else float(distances[i]),
+        )
+        for i, entity_id in enumerate(hits.ids)
+    ]
+
+
+# ------------------------------------------------------------------ use cases
+
+
+def find_similar(
+    svc: Services,
+    *,
+    query: object,
+    feature_type: object = None,
+    features: object = None,
+    target_entity_type: object = None,
+    limit: object = None,
+    min_score: object = None,
+    exclude_ids: object = None,
+    include_query: object = None,
+    viewer: Principal,
+) -> SimilarResult:
+    """POST /v1/content/similar: by entity, by raw vector, or by several entities (centroid)."""
+    weighted = parse_features(svc, feature_type, features)
+    k = parse_limit(limit)
+    threshold = parse_min_score(min_score)
+    exclude = {as_id(e, field="exclude_ids") for e in as_list(exclude_ids or [], field="exclude_ids")}
+    include = as_bool(include_query, field="include_query") if include_query is not None else False
+    spec = as_object(query, field="query")
+    check_keys(spec, ("entity_type", "entity_id", "vector", "entities"), where="query.")
+    forms = [("entity_id" in spec or "entity_type" in spec), "vector" in spec, "entities" in spec]
+    if sum(forms) != 1:
+        raise ValidationError(
+            "query takes exactly one of: entity_type+entity_id, vector, entities", field="query"
+        )
+
+    refs: list[EntityRef] = []
+    vectors: dict[str, np.ndarray] = {}
+    if "vector" in spec:
+        if len(weighted) != 1:
+            raise ValidationError("a raw vector query takes a single feature_type", field="query.vector")
+        vectors[weighted[0].feature_type.id] = _raw_vector(spec["vector"], weighted[0].feature_type)
+        default_target = EntityType.TRACK
+    else:
+        if "entities" in spec:
+            refs = [
+                parse_ref(r, field=f"query.entities[{i}]")
+                for i, r in enumerate(as_list(spec["entities"], field="query.entities"))
+            ]
+            if not refs:
+                raise ValidationError("query.entities is empty", field="query.entities")
+        else:
+            refs = [parse_ref(spec, field="query")]
+        for w in weighted:
+            stored = _entity_vectors(svc, refs, w.feature_type, viewer)
+            vectors[w.feature_type.id] = stored[0] if len(refs) == 1 else _centroid(stored, w.feature_type)
+        default_target = refs[0].entity_type
+    target = _target(weighted, target_entity_type, default_target)
+    if not include:
+        exclude |= {r.entity_id for r in refs if r.entity_type is target}
+    hits = _search(svc, weighted, vectors, target, k, exclude, threshold, viewer)
+    return SimilarResult(target, weighted, _items(target, hits))
+
+
+def similar_to_entity(
+    svc: Services,
+    *,
+    entity_type: object,
+    entity_id: object,
+    feature_type: object,
+    limit: object = None,
+    min_score: object = None,
+    viewer: Principal,
+) -> SimilarResult:
+    """GET /v1/content/similar/{entity_type}/{entity_id}: same-type neighbours of one entity."""
+    if feature_type is None:
+        raise ValidationError("feature_type is required", field="feature_type")
+    return find_similar(
+        svc,
+        query={"entity_type": entity_type, "entity_id": entity_id},
+        feature_type=feature_type,
+        limit=limit,
+        min_score=min_score,
+        viewer=viewer,
+    )
+
+
+@dataclass(slots=True)
+class BatchResult:
+    target_entity_type: EntityType
+    queries: list[EntityRef]
+    results: list[list[SimilarItem]]
+
+
+def find_similar_batch(
+    svc: Services,
+    *,
+    queries: object,
+    feature_type: object = None,
+    features: object = None,
+    target_entity_type: object = None,
+    limit_per_query: object = None,
+    min_score: object = None,
+    exclude_ids: object = None,
+    deduplicate: object = None,
+    viewer: Principal,
+) -> BatchResult:
+    """POST /v1/content/similar/batch. With ``deduplicate`` an entity appears once across all
+    lists, in the list where it scores best; query entities never appear."""
+    weighted = parse_features(svc, feature_type, features)
+    refs = [parse_ref(r, field=f"queries[{i}]") for i, r in enumerate(as_list(queries, field="queries"))]
+    if not refs:
+        raise ValidationError("queries is empty", field="queries")
+    if len(refs) > MAX_LIMIT:
+        raise ValidationError(f"at most {MAX_LIMIT} queries per batch", field="queries")
+    k = parse_limit(limit_per_query, field="limit_per_query", default=10)
+    threshold = parse_min_score(min_score)
+    dedupe = as_bool(deduplicate, field="deduplicate") if deduplicate is not None else False
+    exclude = {as_id(e, field="exclude_ids") for e in as_list(exclude_ids or [], field="exclude_ids")}
+    target = _target(weighted, target_entity_type, refs[0].entity_type)
+    exclude |= {r.entity_id for r in refs if r.entity_type is target}
+
+    per_feature = {w.feature_type.id: _entity_vectors(svc, refs, w.feature_type, viewer) for w in weighted}
+    fetch = min(k * len(refs) + len(refs), MAX_LIMIT) if dedupe else k
+    if len(weighted) == 1 and _visible_playlists(svc, target, viewer) is None:
+        index = indexing.key_index(svc, weighted[0].feature_type, target)
+        all_hits = index.search_batch(
+            per_feature[weighted[0].feature_type.id], fetch, exclude=exclude, min_score=threshold
+        )
+    else:
+        all_hits = [
+            _search(
+                svc,
+                weighted,
+                {t: v[i] for t, v in per_feature.items()},
+                target,
+                fetch,
+                exclude,
+                threshold,
+                viewer,
+            )
+            for i in range(len(refs))
+        ]
+    if dedupe:
+        all_hits = _deduplicate(all_hits, k)
+    return BatchResult(target, refs, [_items(target, h) for h in all_hits])
+
+
+def _deduplicate(all_hits: list[Hits], k: int) -> list[Hits]:
+    """Keep each entity only in the list where it scores best (ties: the earlier query)."""
+    best: dict[str, tuple[float, int]] = {}
+    for q, hits in enumerate(all_hits):
+        for entity_id, score in zip(hits.ids, hits.scores.tolist(), strict=True):
+            if entity_id not in best or score > best[entity_id][0]:
+                best[entity_id] = (score, q)
+    kept = []
+    for q, hits in enumerate(all_hits):
+        order = [i for i, e in enumerate(hits.ids) if best[e][1] == q][:k]
+        kept.append(merge_hits([Hits(
+            [hits.ids[i] for i in order],
+            hits.scores[order],
+            None if hits.distances is None else hits.distances[order],
+        )], k))  # fmt: skip
+    return kept

@@ -53,7 +53,7 @@ def merge_hits(parts: Sequence[Hits], k: int) -> Hits:
     """The k best of several result lists (by score, then id), each id once."""
     parts = [p for p in parts if len(p)]
     if len(parts) == 1:
-        return parts[0] if len(parts[0]) <= k else _take(parts[0], list(range(k)))
+        return parts[0] if len(parts[0]) <= k else take(parts[0], list(range(k)))
     if not parts:
         return Hits([], np.empty(0, np.float32))
     ids = [i for p in parts for i in p.ids]
@@ -68,10 +68,10 @@ def merge_hits(parts: Sequence[Hits], k: int) -> Hits:
             order.append(i)
             if len(order) == k:
                 break
-    return _take(merged, order)
+    return take(merged, order)
 
 
-def _take(hits: Hits, order: list[int]) -> Hits:
+def take(hits: Hits, order: list[int]) -> Hits:
     return Hits(
         [hits.ids[i] for i in order],
         hits.scores[order],

@@ -13,7 +13,7 @@ from fingerprints.domain import EntityType, FeatureType, check_vector_for_type, 
 from fingerprints.errors import NotFound, ValidationError, VectorError
 from fingerprints.index.base import Hits, prepare
 from fingerprints.index.exact import ExactIndex
-from fingerprints.index.registry import KeyIndex, merge_hits
+from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
 from fingerprints.service.base import Services
 from fingerprints.service.fingerprints import check_playlist_visible
@@ -423,18 +423,18 @@ def find_similar_batch(
 
 
 def _deduplicate(all_hits: list[Hits], k: int) -> list[Hits]:
-    """Keep each entity only in the list where it scores best (ties: the earlier query)."""
-    best: dict[str, tuple[float, int]] = {}
-    for q, hits in enumerate(all_hits):
-        for entity_id, score in zip(hits.ids, hits.scores.tolist(), strict=True):
-            if entity_id not in best or score > best[entity_id][0]:
-                best[entity_id] = (score, q)
-    kept = []
-    for q, hits in enumerate(all_hits):
-        order = [i for i, e in enumerate(hits.ids) if best[e][1] == q][:k]
-        kept.append(merge_hits([Hits(
-            [hits.ids[i] for i in order],
-            hits.scores[order],
-            None if hits.distances is None else hits.distances[order],
-        )], k))  # fmt: skip
-    return kept
+    """Each entity at most once: taking (query, entity) pairs from the best score down, an
+    entity goes to the first list that wants it and still has room (its best-scoring list
+    unless that one is already full)."""
+    pairs = sorted(
+        ((score, q, i) for q, hits in enumerate(all_hits) for i, score in enumerate(hits.scores.tolist())),
+        key=lambda p: (-p[0], p[1], all_hits[p[1]].ids[p[2]]),
+    )
+    taken: set[str] = set()
+    chosen: list[list[int]] = [[] for _ in all_hits]
+    for _, q, i in pairs:
+        entity_id = all_hits[q].ids[i]
+        if entity_id not in taken and len(chosen[q]) < k:
+            taken.add(entity_id)
+            chosen[q].append(i)
+    return [take(hits, rows) for hits, rows in zip(all_hits, chosen, strict=True)]

@@ -51,10 +51,15 @@ class ExactIndex:
     def upsert(self, entity_id: str, vector: np.ndarray) -> None:
         self.upsert_many([entity_id], np.asarray(vector).reshape(1, -1))
 
-    def upsert_many(self, entity_ids: Sequence[str], vectors: np.ndarray) -> None:
+    def upsert_many(self, entity_ids: Sequence[str], vectors: np.ndarray, *, prepared: bool = False) -> None:
+        """``prepared``: the vectors come from an index of the same metric (e.g. a snapshot)
+        and are stored bit for bit, not normalised again."""
         if len(entity_ids) != len(vectors):
             raise ValueError("one vector per id")
-        prepared = prepare(vectors, self.distance).reshape(len(entity_ids), self.dimension)
+        matrix = (
+            np.ascontiguousarray(vectors, dtype=np.float32) if prepared else prepare(vectors, self.distance)
+        )
+        matrix = matrix.reshape(len(entity_ids), self.dimension)
         self._reserve(len(self) + len(entity_ids))
         rows = np.empty(len(entity_ids), dtype=np.int64)
         for i, entity_id in enumerate(entity_ids):
@@ -64,8 +69,8 @@ class ExactIndex:
                 self._ids.append(entity_id)
             rows[i] = row
         # Fancy assignment writes in order, so for an id given twice the last vector wins.
-        self._matrix[rows] = prepared
-        self._sqnorms[rows] = np.einsum("ij,ij->i", prepared, prepared)
+        self._matrix[rows] = matrix
+        self._sqnorms[rows] = np.einsum("ij,ij->i", matrix, matrix)
 
     def remove(self, entity_id: str) -> bool:
         row = self._rows.pop(entity_id, None)

@@ -224,11 +224,29 @@ class KeyIndex:
             }
 
 
+HELD_OUT = 200  # vectors kept out of the build to tune ef on queries the graph has not seen
+
+
 def build_tuned_graph(
     ids: list[str], vectors: np.ndarray, distance: Distance, params: IndexParams
 ) -> tuple[HnswIndex, float]:
-    """An HNSW graph whose M and ef meet ``target_recall`` unless the settings fix them."""
-    m = params.m or choose_m(vectors, distance, params.target_recall, ef_construction=params.ef_construction)
+    """An HNSW graph whose M and ef meet ``target_recall`` unless the settings fix them.
+
+    Recall is measured with held-out vectors as queries: a stored vector leads the search
+    straight to its own node, so tuning on the graph's own vectors overstates the recall of
+    new vectors and cross-entity queries (ef 16 instead of 48 on hard data, 0.93 instead of
+    0.98 in practice). The held-out vectors are added once ef is chosen.
+    """
+    m = params.m or choose_m(
+        vectors,
+        distance,
+        params.target_recall,
+        ef_construction=params.ef_construction,
+        num_threads=params.threads,
+    )
+    held = min(HELD_OUT, len(ids) // 10)
+    order = np.random.default_rng(0).permutation(len(ids))
+    build, probe = order[held:], order[:held]
     graph = HnswIndex(
         vectors.shape[1],
         distance,
@@ -237,11 +255,15 @@ def build_tuned_graph(
         capacity=max(len(ids), 1),
         num_threads=params.threads,
     )
-    graph.upsert_many(ids, vectors)
+    graph.upsert_many([ids[i] for i in build], vectors[build])
+    queries = vectors[probe] if held else None
     if params.ef_search is not None:
         graph.ef_search = params.ef_search
-        return graph, measure_recall(graph)
-    _, recall = choose_ef(graph, params.target_recall)
+        recall = measure_recall(graph, queries=queries)
+    else:
+        _, recall = choose_ef(graph, params.target_recall, queries=queries)
+    if held:
+        graph.upsert_many([ids[i] for i in probe], vectors[probe])
     return graph, recall
 
 

@@ -73,7 +73,7 @@ def _load_exact(directory: Path, name: str, dimension: int, distance: Distance) 
         raise SnapshotUnusable(f"{name} tier has shape {matrix.shape}, expected ({len(ids)}, {dimension})")
     index = ExactIndex(dimension, distance, capacity=len(ids))
     if ids:
-        index.upsert_many(ids, matrix)
+        index.upsert_many(ids, matrix, prepared=True)
     return index
 
 

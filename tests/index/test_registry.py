@@ -1,0 +1,152 @@
+"""KeyIndex tiers, background graph builds, the worker, and snapshots (no database)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fingerprints.domain import Distance, EntityType
+from fingerprints.index import registry, snapshot
+from fingerprints.index.base import Hits
+from fingerprints.index.registry import IndexKey, IndexParams, KeyIndex, SimilarityIndex, merge_hits
+from tests.index.data import clustered
+
+KEY = IndexKey("audio", EntityType.TRACK)
+PARAMS = IndexParams(hnsw_threshold=500, m=16, ef_search=64, threads=2)
+
+
+def _index(n: int = 1200, params: IndexParams = PARAMS) -> tuple[KeyIndex, list[str], np.ndarray]:
+    vectors = clustered(n, 32, clusters=20, sigma=0.1, seed=3)
+    ids = [f"t{i:05d}" for i in range(n)]
+    index = KeyIndex(KEY, 32, Distance.COSINE, params)
+    index.upsert_many(ids, vectors)
+    return index, ids, vectors
+
+
+def _truth(ids: list[str], vectors: np.ndarray, query: np.ndarray, k: int) -> list[str]:
+    scores = vectors @ (query / np.linalg.norm(query))
+    return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]]
+
+
+def test_merge_hits_keeps_best_of_each_id() -> None:
+    a = Hits(["x", "y"], np.array([0.9, 0.5], np.float32))
+    b = Hits(["y", "z", "w"], np.array([0.7, 0.7, 0.1], np.float32))
+    merged = merge_hits([a, b], 3)
+    assert merged.ids == ["x", "y", "z"]
+    np.testing.assert_allclose(merged.scores, [0.9, 0.7, 0.7])
+
+
+def test_exact_until_the_threshold_then_a_graph() -> None:
+    index, ids, vectors = _index()
+    assert index.status()["kind"] == "exact" and index.wants_graph()
+    before = index.search(vectors[0], 10).ids
+    index.build_graph()
+    status = index.status()
+    assert status["kind"] == "hnsw" and status["fresh"] == 0 and status["size"] == len(ids)
+    assert status["recall"] is not None and status["recall"] > 0.9
+    assert index.search(vectors[0], 10).ids == before == _truth(ids, vectors, vectors[0], 10)
+
+
+def test_writes_during_a_build_are_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, ids, vectors = _index()
+    newcomer = -vectors[5]
+    real = registry.build_tuned_graph
+
+    def build_while_writes_arrive(*args: object, **kwargs: object) -> object:
+        built = real(*args, **kwargs)  # type: ignore[arg-type]
+        index.upsert_many(["fresh1"], newcomer[None, :])  # exact keeps serving and records
+        index.remove_many([ids[7]])
+        index.upsert_many([ids[9]], vectors[10][None, :])  # an update of a graph member
+        return built
+
+    monkeypatch.setattr(registry, "build_tuned_graph", build_while_writes_arrive)
+    index.build_graph()
+    assert index.graph is not None and ids[7] not in index.graph and ids[9] not in index.graph
+    assert index.search(newcomer, 1).ids == ["fresh1"]
+    assert ids[7] not in index.search(vectors[7], 50).ids
+    np.testing.assert_allclose(index.get(ids[9]), index.get(ids[10]), atol=1e-6)
+    assert len(index) == len(ids)  # +1 fresh, -1 removed
+
+
+def test_fresh_vectors_are_searchable_at_once_and_drain_into_the_graph() -> None:
+    index, ids, vectors = _index()
+    index.build_graph()
+    probe = np.roll(vectors[3], 1)
+    index.upsert_many(["new"], probe[None, :])
+    assert index.status()["fresh"] == 1
+    assert index.search(probe, 1).ids == ["new"]
+    assert index.search_batch(probe[None, :], 1)[0].ids == ["new"]
+    assert index.drain() == 1 and not index.has_fresh()
+    assert index.search(probe, 1).ids == ["new"]
+    assert index.remove_many(["new"]) == 1 and "new" not in index.search(probe, 5).ids
+
+
+def test_worker_builds_graphs_in_the_background() -> None:
+    similarity = SimilarityIndex(PARAMS)
+    built: list[IndexKey] = []
+    similarity.on_graph_built = lambda index: built.append(index.key)
+    vectors = clustered(900, 32, clusters=20, sigma=0.1, seed=4)
+    index = similarity.create(KEY, 32, Distance.COSINE, [f"t{i}" for i in range(900)], vectors)
+    similarity.start()
+    try:
+        deadline = time.monotonic() + 60
+        while index.status()["kind"] != "hnsw":
+            assert time.monotonic() < deadline
+            assert index.search(vectors[0], 1).ids == ["t0"]  # served throughout
+            time.sleep(0.05)
+    finally:
+        similarity.stop()
+    assert built == [KEY]
+    assert similarity.status()[str(KEY)]["kind"] == "hnsw"
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_snapshot_round_trip(tmp_path: Path, graph: bool) -> None:
+    index, ids, vectors = _index()
+    if graph:
+        index.build_graph()
+        index.upsert_many(["fresh"], vectors[:1] * -1)
+    mark = snapshot.Watermark(generation=4, count=len(index))
+    snapshot.save(index, tmp_path, mark)
+    loaded = snapshot.load(
+        tmp_path, KEY, dimension=32, distance=Distance.COSINE, watermark=mark, params=PARAMS
+    )
+    assert loaded.status()["kind"] == index.status()["kind"]
+    for query in vectors[:20]:
+        a, b = index.search(query, 10), loaded.search(query, 10)
+        assert a.ids == b.ids
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_snapshot_refuses_stale_corrupt_and_foreign(tmp_path: Path) -> None:
+    index, ids, _ = _index(300)
+    mark = snapshot.Watermark(generation=1, count=len(ids))
+    directory = snapshot.save(index, tmp_path, mark)
+
+    def load(watermark: snapshot.Watermark = mark, dimension: int = 32) -> KeyIndex:
+        return snapshot.load(
+            tmp_path, KEY, dimension=dimension, distance=Distance.COSINE, watermark=watermark, params=PARAMS
+        )
+
+    with pytest.raises(snapshot.SnapshotUnusable, match="stale"):
+        load(snapshot.Watermark(generation=2, count=len(ids)))
+    with pytest.raises(snapshot.SnapshotUnusable, match="dimension"):
+        load(dimension=16)
+    with pytest.raises(snapshot.SnapshotUnusable, match="no snapshot"):
+        snapshot.load(
+            tmp_path,
+            IndexKey("other", EntityType.TRACK),
+            dimension=32,
+            distance=Distance.COSINE,
+            watermark=mark,
+            params=PARAMS,
+        )
+    vectors_file = directory / "exact.npy"
+    data = bytearray(vectors_file.read_bytes())
+    data[-1] ^= 0xFF
+    vectors_file.write_bytes(bytes(data))
+    with pytest.raises(snapshot.SnapshotUnusable, match="corrupt"):
+        load()

@@ -21,6 +21,7 @@ from strawberry.asgi import GraphQL
 from fingerprints.config import Settings
 from fingerprints.errors import DomainError
 from fingerprints.middleware import BodyLimitMiddleware, MetricsMiddleware
+from fingerprints.rest import aggregation as rest_aggregation
 from fingerprints.rest import routes as rest_routes
 from fingerprints.rest import similarity as rest_similarity
 from fingerprints.rest.responses import ORJSONResponse, error_body
@@ -28,6 +29,7 @@ from fingerprints.schema import build_schema
 from fingerprints.schema.context import Context
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, call, open_services
+from fingerprints.service.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = await call(open_services, settings)
         await call(indexing.start, services)
+        services.scheduler = Scheduler(services)
+        services.scheduler.start()
         app.state.services = services
         try:
             yield
         finally:
             del app.state.services
+            await services.scheduler.stop()
             await call(indexing.stop, services)
             services.dbs.dispose()
 
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics),
         *rest_routes.routes,
         *rest_similarity.routes,
+        *rest_aggregation.routes,
     ]
     app = Starlette(
         routes=routes,

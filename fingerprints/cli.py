@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,53 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _serve(settings)
 
 
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from fingerprints.service import aggregation
+    from fingerprints.service.base import open_services
+
+    services = open_services(_settings(args))
+    try:
+        job = aggregation.trigger_aggregation(
+            services,
+            feature_type_id=args.feature_type,
+            entity_types=args.entity_types.split(",") if args.entity_types else None,
+            force=args.force,
+            trigger="cli",
+        )
+        print(f"job {job.id}: {job.total} aggregates to recompute")
+        job_id = aggregation.claim_next_job(services)
+        while job_id is not None:  # this job and any queued before it
+            finished = aggregation.run_job(services, job_id)
+            print(f"job {finished.id}: {finished.status}, {finished.processed}/{finished.total}")
+            for error in finished.errors:
+                print(f"  error: {error}")
+            job_id = aggregation.claim_next_job(services)
+    finally:
+        services.dbs.dispose()
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    import orjson
+
+    from fingerprints.service.base import open_services
+    from fingerprints.service.stats import fingerprint_stats
+
+    services = open_services(_settings(args))
+    try:
+        result = fingerprint_stats(services)
+    finally:
+        services.dbs.dispose()
+    body = {
+        "feature_types": {
+            t: {e.value: asdict(c) for e, c in per_type.items()}
+            for t, per_type in result.feature_types.items()
+        },
+        "storage_bytes": result.storage_bytes,
+        "last_aggregation": result.last_aggregation,
+    }
+    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fingerprints", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--artists", type=int, default=150, help="number of artists (default 150)")
     demo.add_argument("--no-serve", action="store_true", help="only seed, do not start the server")
     demo.set_defaults(func=cmd_demo)
+
+    agg = sub.add_parser(
+        "aggregate", help="recompute stale (or, with --force, all) album/artist/playlist fingerprints now"
+    )
+    common(agg, None)
+    agg.add_argument("--feature-type", help="only this feature type (default: every aggregating type)")
+    agg.add_argument("--entity-types", help="comma-separated: album,artist,playlist (default: all three)")
+    agg.add_argument("--force", action="store_true", help="recompute even aggregates that are not stale")
+    agg.set_defaults(func=cmd_aggregate)
+
+    stats = sub.add_parser("stats", help="print coverage per feature type and entity type as JSON")
+    common(stats, None)
+    stats.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     index_snapshots: bool = Field(True, description="Save indexes under <data-dir>/index for fast restarts.")
     index_threads: int = Field(2, ge=1, description="Threads for HNSW graph building.")
 
+    aggregation_interval: float = Field(
+        60, ge=0, description="Seconds between sweeps that recompute stale aggregates; 0 disables them."
+    )
+    aggregation_main_artists_only: bool = Field(
+        False, description="Aggregate an artist from the tracks where it is a main artist only."
+    )
+
     log_level: str = "info"
 
     def resolved_catalog_url(self) -> str:

@@ -115,14 +115,15 @@ async def seed(client: httpx.AsyncClient, *, dimension: int = 4, **type_fields: 
 def dump_databases(data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table in catalog.db and user.db, sorted: compare before/after.
 
-    Leaves out ``fingerprints_index_generation``: change counters that every write bumps."""
+    Leaves out the service's bookkeeping tables (``fingerprints_*``: schema version, change
+    counters, stale markers, jobs), which legitimate writes elsewhere also touch."""
     state: dict[str, list[tuple[Any, ...]]] = {}
     for name in ("catalog.db", "user.db"):
         conn = sqlite3.connect(data_dir / name)
         try:
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             for table in tables:
-                if table == "fingerprints_index_generation":
+                if table.startswith("fingerprints_"):
                     continue
                 rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
                 state[f"{name}:{table}"] = sorted(rows, key=repr)

@@ -15,9 +15,11 @@ from fingerprints.schema.inputs import (
     IngestInput,
     PlaylistInput,
     RegisterFeatureTypeInput,
+    TriggerAggregationInput,
     UpdateFeatureTypeInput,
 )
 from fingerprints.schema.types import (
+    AggregationJob,
     CatalogResult,
     DeleteResult,
     FeatureType,
@@ -25,7 +27,7 @@ from fingerprints.schema.types import (
     PlaylistResult,
     VersionBump,
 )
-from fingerprints.service import catalog, feature_types, fingerprints, ingest
+from fingerprints.service import aggregation, catalog, feature_types, fingerprints, ingest
 from fingerprints.service.base import Services, call
 
 
@@ -90,3 +92,16 @@ async def upsert_playlist(info: Info, input: PlaylistInput) -> PlaylistResult:
 async def delete_playlist(info: Info, id: strawberry.ID) -> bool:
     await call(catalog.delete_playlist, _admin(info), playlist_id=str(id))
     return True
+
+
+async def trigger_aggregation(info: Info, input: TriggerAggregationInput | None = None) -> AggregationJob:
+    svc = _admin(info)
+    given = input or TriggerAggregationInput()
+    job = await call(
+        aggregation.trigger_aggregation,
+        svc,
+        feature_type_id=str(given.feature_type_id) if given.feature_type_id is not None else None,
+        entity_types=given.entity_types,
+        force=given.force,
+    )
+    return AggregationJob.of(job)

@@ -9,8 +9,15 @@ import strawberry
 from fingerprints import domain
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
-from fingerprints.schema.types import FeatureType, Fingerprint, SimilarBatchResult, SimilarResult
-from fingerprints.service import feature_types, fingerprints, similarity
+from fingerprints.schema.types import (
+    AggregationJob,
+    FeatureType,
+    Fingerprint,
+    FingerprintStats,
+    SimilarBatchResult,
+    SimilarResult,
+)
+from fingerprints.service import aggregation, feature_types, fingerprints, similarity, stats
 from fingerprints.service.base import call
 
 
@@ -86,3 +93,11 @@ async def similar_batch(info: Info, input: SimilarBatchInput) -> SimilarBatchRes
         viewer=info.context.principal,
     )
     return SimilarBatchResult.of(result)
+
+
+async def aggregation_job(info: Info, id: strawberry.ID) -> AggregationJob:
+    return AggregationJob.of(await call(aggregation.get_job, info.context.services, job_id=str(id)))
+
+
+async def fingerprint_stats(info: Info) -> FingerprintStats:
+    return FingerprintStats.of(await call(stats.fingerprint_stats, info.context.services))

@@ -17,10 +17,17 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from fingerprints.config import Settings
-from fingerprints.resolvers import mutations, queries
+from fingerprints.resolvers import mutations, queries, subscriptions
 from fingerprints.schema.errors import ErrorCodes
 from fingerprints.schema.scalars import SCALARS
-from fingerprints.schema.types import FeatureType, Fingerprint, SimilarBatchResult, SimilarResult
+from fingerprints.schema.types import (
+    AggregationJob,
+    FeatureType,
+    Fingerprint,
+    FingerprintStats,
+    SimilarBatchResult,
+    SimilarResult,
+)
 
 
 @strawberry.type(description="Read the registry and fingerprints.")
@@ -40,6 +47,13 @@ class Query:
         resolver=queries.similar,
         description="Entities similar to one entity, a raw vector or several entities (their centroid); "
         "one feature type or several weighted ones; any target entity type.",
+    )
+    aggregation_job: AggregationJob = strawberry.field(
+        resolver=queries.aggregation_job, description="An aggregation job's status and progress."
+    )
+    fingerprint_stats: FingerprintStats = strawberry.field(
+        resolver=queries.fingerprint_stats,
+        description="Coverage per feature type and entity type, storage, index status, last aggregation.",
     )
     similar_batch: SimilarBatchResult = strawberry.field(
         resolver=queries.similar_batch,
@@ -77,6 +91,18 @@ class Mutation:
     delete_playlist = strawberry.mutation(
         resolver=mutations.delete_playlist, description="Delete a playlist and its feature maps."
     )
+    trigger_aggregation = strawberry.mutation(
+        resolver=mutations.trigger_aggregation,
+        description="Queue a job recomputing stale (or, with force, all) album/artist/playlist fingerprints.",
+    )
+
+
+@strawberry.type(description="Live updates over graphql-transport-ws.")
+class Subscription:
+    aggregation_job = strawberry.subscription(
+        resolver=subscriptions.aggregation_job,
+        description="An aggregation job's progress, streamed until it has finished.",
+    )
 
 
 class Schema(strawberry.Schema):
@@ -98,6 +124,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

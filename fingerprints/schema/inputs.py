@@ -171,3 +171,12 @@ class SimilarBatchInput:
     deduplicate: bool = strawberry.field(
         default=False, description="Each entity at most once across all lists, where it scores best."
     )
+
+
+@strawberry.input(description="Which aggregates to recompute (POST /v1/admin/fingerprints/aggregate).")
+class TriggerAggregationInput:
+    feature_type_id: strawberry.ID | None = strawberry.field(default=None, description="Null: every type.")
+    entity_types: list[EntityType] | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="album, artist and/or playlist; null: all three."
+    )
+    force: bool = strawberry.field(default=False, description="Recompute even what is not stale.")

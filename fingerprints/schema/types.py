@@ -6,6 +6,7 @@ import strawberry
 
 from fingerprints import domain
 from fingerprints.schema.scalars import JSON, Vector
+from fingerprints.service.aggregation import Job as JobValue
 from fingerprints.service.catalog import CatalogResult as CatalogResultValue
 from fingerprints.service.catalog import PlaylistResult as PlaylistResultValue
 from fingerprints.service.feature_types import VersionBump as VersionBumpValue
@@ -15,6 +16,7 @@ from fingerprints.service.ingest import IngestResult as IngestResultValue
 from fingerprints.service.similarity import BatchResult as BatchResultValue
 from fingerprints.service.similarity import SimilarItem as SimilarItemValue
 from fingerprints.service.similarity import SimilarResult as SimilarResultValue
+from fingerprints.service.stats import FingerprintStats as StatsValue
 
 EntityType = strawberry.enum(domain.EntityType, description="A catalog entity that can have a fingerprint.")
 AggregationMethod = strawberry.enum(
@@ -277,4 +279,80 @@ class SimilarBatchResult:
                 )
                 for ref, items in zip(result.queries, result.results, strict=True)
             ],
+        )
+
+
+@strawberry.type(description="How far a job has come.")
+class JobProgress:
+    processed: int = strawberry.field(description="Aggregates recomputed so far.")
+    total: int = strawberry.field(description="Aggregates the job recomputes.")
+    percent: float = strawberry.field(description="processed / total x 100.")
+
+
+@strawberry.type(description="An aggregation job: recomputes album, artist and playlist fingerprints.")
+class AggregationJob:
+    id: strawberry.ID = strawberry.field(description="Job id.")
+    status: str = strawberry.field(description="queued, running, succeeded, failed or cancelled.")
+    feature_type_id: strawberry.ID | None = strawberry.field(description="Only this type; null: all.")
+    entity_types: list[EntityType] = strawberry.field(description="Aggregates it covers.")  # type: ignore[valid-type]
+    force: bool = strawberry.field(description="Recompute everything, not only what is stale.")
+    progress: JobProgress = strawberry.field(description="Progress.")
+    created_at: int = strawberry.field(description="Queued at, Unix seconds.")
+    started_at: int | None = strawberry.field(description="Started at, Unix seconds.")
+    finished_at: int | None = strawberry.field(description="Finished at, Unix seconds.")
+    errors: list[str] = strawberry.field(description="What failed, if anything.")
+
+    @classmethod
+    def of(cls, job: JobValue) -> AggregationJob:
+        return cls(
+            id=strawberry.ID(job.id),
+            status=job.status,
+            feature_type_id=strawberry.ID(job.feature_type_id) if job.feature_type_id else None,
+            entity_types=list(job.entity_types),
+            force=job.force,
+            progress=JobProgress(processed=job.processed, total=job.total, percent=job.percent),
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            errors=list(job.errors),
+        )
+
+
+@strawberry.type(description="Coverage of one feature type for one entity type.")
+class FeatureCoverage:
+    feature_type: strawberry.ID = strawberry.field(description="Feature type id.")
+    entity_type: EntityType = strawberry.field(description="Entity type.")  # type: ignore[valid-type]
+    total: int = strawberry.field(description="Entities of this type in the catalog.")
+    with_feature: int = strawberry.field(description="Entities with a map of this feature type.")
+    outdated: int = strawberry.field(description="Maps below the type's current version.")
+
+
+@strawberry.type(description="Service-wide statistics (GET /v1/admin/fingerprints/stats).")
+class FingerprintStats:
+    coverage: list[FeatureCoverage] = strawberry.field(description="Per feature type and entity type.")
+    storage_bytes: int = strawberry.field(description="Database files plus index snapshots, in bytes.")
+    index_status: str = strawberry.field(description="ready, building or lazy.")
+    index: JSON = strawberry.field(  # type: ignore[valid-type]
+        description="Each index key: kind (exact/hnsw), size, fresh tier, measured recall, source."
+    )
+    last_aggregation: int | None = strawberry.field(description="When the last job succeeded.")
+
+    @classmethod
+    def of(cls, s: StatsValue) -> FingerprintStats:
+        return cls(
+            coverage=[
+                FeatureCoverage(
+                    feature_type=strawberry.ID(type_id),
+                    entity_type=entity_type,
+                    total=c.total,
+                    with_feature=c.with_feature,
+                    outdated=c.outdated,
+                )
+                for type_id, per_type in s.feature_types.items()
+                for entity_type, c in per_type.items()
+            ],
+            storage_bytes=s.storage_bytes,
+            index_status=s.index_status,
+            index=JSON(s.index),
+            last_aggregation=s.last_aggregation,
         )

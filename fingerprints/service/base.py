@@ -26,6 +26,7 @@ class Services:
     dbs: Databases
     authenticator: Authenticator
     index: SimilarityIndex
+    scheduler: Any = None  # the aggregation Scheduler, while the app runs
 
 
 def open_services(settings: Settings) -> Services:

@@ -8,9 +8,10 @@ from typing import Any
 
 from fingerprints.domain import EntityType, ItemError
 from fingerprints.errors import NotFound, PayloadTooLarge, Rejected, ValidationError
-from fingerprints.service import indexing
+from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, as_str, check_keys
+from fingerprints.store import aggregation as agg_store
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store.tables import albums as albums_table
 from fingerprints.store.tables import artists as artists_table
@@ -198,7 +199,10 @@ def upsert_catalog(
             roles.update({artist_rowids[a]: MAIN for a in main})
             track_links[row["id"]] = roles
         if track_rows:
+            moved = [r["id"] for r in track_rows]
+            aggregation.mark_tracks_changed(svc, conn, track_ids=moved)  # their old albums and artists
             catalog_store.upsert_tracks(conn, rows=track_rows, artist_roles=track_links)
+            aggregation.mark_tracks_changed(svc, conn, track_ids=moved)  # their new ones
         result.tracks = len(track_rows)
     errors.sort(key=lambda e: (("artist", "album", "track").index(e.entity_type or "track"), e.index))
     return result
@@ -250,6 +254,7 @@ def upsert_playlist(
         catalog_store.upsert_playlist(
             conn, playlist_id=playlist_id, user_id=owner, name=title, created=now(), track_ids=kept
         )
+        aggregation.mark_playlist_changed(svc, conn, playlist_id=playlist_id)
     result.track_count = len(kept)
     return result
 
@@ -260,4 +265,5 @@ def delete_playlist(svc: Services, *, playlist_id: object) -> None:
         with svc.dbs.user.write() as conn:
             if not catalog_store.delete_playlist(conn, playlist_id=pid):
                 raise NotFound(f"playlist {pid!r} not found", field="id")
+            agg_store.forget_stale(conn, entity_type=EntityType.PLAYLIST, entity_ids=[pid])
         indexing.maps_deleted(svc, None, EntityType.PLAYLIST, [pid])

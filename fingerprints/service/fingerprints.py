@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from fingerprints.auth import Principal
 from fingerprints.domain import EntityType, FeatureMap, parse_enum
 from fingerprints.errors import NotFound, ValidationError
-from fingerprints.service import indexing
+from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services
 from fingerprints.service.inputs import as_id, as_list, as_object, check_keys
+from fingerprints.store import aggregation as agg_store
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
 from fingerprints.store import feature_types as types_store
@@ -118,10 +119,18 @@ def delete_feature_maps(
                     counts.update(
                         maps_store.delete_feature_type_maps(conn, type_id=type_id, playlists=playlists)
                     )
+                    agg_store.forget_stale(conn, type_id=type_id)
                 else:
                     for kind in kinds:
                         counts[kind] = maps_store.delete_entity_maps(
                             conn, entity_type=kind, entity_ids=targets[kind], type_id=type_id
+                        )
+                    if EntityType.TRACK in targets and not playlists:
+                        aggregation.mark_tracks_changed(
+                            svc,
+                            conn,
+                            track_ids=targets[EntityType.TRACK],
+                            type_ids=[type_id] if type_id is not None else None,
                         )
             if entities is None:
                 assert type_id is not None

@@ -24,7 +24,7 @@ from fingerprints.domain import (
     coerce_vector,
 )
 from fingerprints.errors import PayloadTooLarge, Rejected, ValidationError
-from fingerprints.service import indexing
+from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_int, as_list
 from fingerprints.store import catalog as catalog_store
@@ -105,6 +105,11 @@ def ingest_feature_maps(
                         for i in kept
                     ],
                 )
+                if not playlists:
+                    tracks = [
+                        accepted.entity_id[i] for i in kept if accepted.entity_type[i] is EntityType.TRACK
+                    ]
+                    aggregation.mark_tracks_changed(svc, conn, track_ids=tracks, type_ids=[feature_type.id])
             assert accepted.vectors is not None
             for entity_type in dict.fromkeys(accepted.entity_type[i] for i in kept):
                 same = [i for i in kept if accepted.entity_type[i] is entity_type]

@@ -52,6 +52,7 @@ CATALOG_MIGRATIONS = [
         _create(tables.feature_map_types, tables.feature_maps, *tables.CATALOG_TABLES),
     ),
     Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
+    Migration(3, "stale aggregates and aggregation jobs", _create(tables.stale, tables.jobs)),
 ]
 
 USER_MIGRATIONS = [
@@ -61,6 +62,7 @@ USER_MIGRATIONS = [
         _create(*tables.USER_TABLES, tables.playlist_feature_maps),
     ),
     Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
+    Migration(3, "stale playlist aggregates", _create(tables.stale)),
 ]
 
 

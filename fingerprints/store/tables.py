@@ -170,6 +170,36 @@ class IndexGenerationRow(SQLModel, table=True):
     generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
 
 
+class StaleRow(SQLModel, table=True):
+    """An aggregate (album, artist, playlist) whose inputs changed since it was computed."""
+
+    __tablename__ = "fingerprints_stale"
+
+    feature_type_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    entity_type: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    entity_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    marked_at: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class JobRow(SQLModel, table=True):
+    """An aggregation job (catalog.db); survives restarts."""
+
+    __tablename__ = "fingerprints_jobs"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    feature_type_id: str | None = Field(default=None, sa_column=Column(Text))
+    entity_types: str = Field(sa_column=Column(Text, nullable=False))  # JSON array
+    force: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    trigger: str = Field(default="api", sa_column=Column(Text, nullable=False, default="api"))
+    status: str = Field(sa_column=Column(Text, nullable=False, index=True))
+    processed: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    total: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    created_at: int = Field(sa_column=Column(Integer, nullable=False))
+    started_at: int | None = Field(default=None, sa_column=Column(Integer))
+    finished_at: int | None = Field(default=None, sa_column=Column(Integer))
+    errors: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -187,6 +217,8 @@ user_playlist_tracks = _table(UserPlaylistTrackRow)
 playlist_feature_maps = _table(PlaylistFeatureMapRow)
 
 index_generation = _table(IndexGenerationRow)
+stale = _table(StaleRow)
+jobs = _table(JobRow)
 
 CATALOG_TABLES = [artists, albums, tracks, track_artists, album_artists, artist_genres]
 USER_TABLES = [user_playlist, user_playlist_tracks]

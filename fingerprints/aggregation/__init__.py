@@ -1,0 +1,1 @@
+"""Aggregation of member fingerprints into album, artist and playlist aggregates."""

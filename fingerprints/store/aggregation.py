@@ -1,0 +1,245 @@
+"""Data access for aggregation: memberships, stale markers, member vectors and jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.engine import Connection
+
+from fingerprints.domain import EntityType, decode_vectors
+from fingerprints.store import dialect
+from fingerprints.store.feature_maps import CHUNK
+from fingerprints.store.tables import (
+    albums,
+    artists,
+    feature_maps,
+    jobs,
+    playlist_feature_maps,
+    stale,
+    track_artists,
+    tracks,
+    user_playlist_tracks,
+)
+
+MAIN_ROLE = 0
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+# ------------------------------------------------------------------ memberships
+
+
+def _owners_of_tracks(entity_type: EntityType, track_ids: Sequence[str], *, main_only: bool) -> Select[Any]:
+    """Ids of the albums / artists the given tracks belong to (catalog.db)."""
+    if entity_type is EntityType.ALBUM:
+        join = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
+        return select(albums.c.id).select_from(join).where(tracks.c.id.in_(track_ids)).distinct()
+    join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
+        artists, artists.c.rowid == track_artists.c.artist_rowid
+    )
+    stmt = select(artists.c.id).select_from(join).where(tracks.c.id.in_(track_ids))
+    if main_only:
+        stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+    return stmt.distinct()
+
+
+def owners_of_tracks(
+    conn: Connection, *, entity_type: EntityType, track_ids: Sequence[str], main_only: bool = False
+) -> set[str]:
+    """Albums, artists (catalog.db) or playlists (user.db) containing any of the tracks."""
+    found: set[str] = set()
+    for chunk in _chunks(track_ids):
+        if entity_type is EntityType.PLAYLIST:
+            stmt: Any = (
+                select(user_playlist_tracks.c.playlist_id)
+                .where(user_playlist_tracks.c.track_id.in_(chunk))
+                .distinct()
+            )
+        else:
+            stmt = _owners_of_tracks(entity_type, chunk, main_only=main_only)
+        found.update(row[0] for row in dialect.raw_rows(conn, stmt))
+    return found
+
+
+def memberships(
+    conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str], main_only: bool = False
+) -> list[tuple[str, str]]:
+    """(owner id, track id) pairs of the given owners; a playlist's duplicates counted once."""
+    rows: list[tuple[str, str]] = []
+    for chunk in _chunks(owner_ids):
+        if entity_type is EntityType.ALBUM:
+            stmt: Any = (
+                select(albums.c.id, tracks.c.id)
+                .select_from(tracks.join(albums, albums.c.rowid == tracks.c.album_rowid))
+                .where(albums.c.id.in_(chunk))
+            )
+        elif entity_type is EntityType.ARTIST:
+            join = track_artists.join(artists, artists.c.rowid == track_artists.c.artist_rowid).join(
+                tracks, tracks.c.rowid == track_artists.c.track_rowid
+            )
+            stmt = select(artists.c.id, tracks.c.id).select_from(join).where(artists.c.id.in_(chunk))
+            if main_only:
+                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+            stmt = stmt.distinct()
+        else:
+            t = user_playlist_tracks
+            stmt = select(t.c.playlist_id, t.c.track_id).where(t.c.playlist_id.in_(chunk)).distinct()
+        rows.extend(dialect.raw_rows(conn, stmt))
+    return rows
+
+
+def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
+    """Every album / artist / playlist that has at least one track."""
+    if entity_type is EntityType.ALBUM:
+        stmt: Any = select(albums.c.id).where(albums.c.rowid.in_(select(tracks.c.album_rowid).distinct()))
+    elif entity_type is EntityType.ARTIST:
+        linked = select(track_artists.c.artist_rowid)
+        if main_only:
+            linked = linked.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        stmt = select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
+    else:
+        stmt = select(user_playlist_tracks.c.playlist_id).distinct()
+    return sorted(row[0] for row in dialect.raw_rows(conn, stmt))
+
+
+def owners_with_aggregates(conn: Connection, *, entity_type: EntityType, type_id: str) -> list[str]:
+    if entity_type is EntityType.PLAYLIST:
+        t = playlist_feature_maps
+        stmt: Any = select(t.c.playlist_id).where(t.c.feature_type_id == type_id)
+    else:
+        t = feature_maps
+        stmt = select(t.c.entity_id).where(
+            t.c.feature_type_id == type_id, t.c.entity_type == entity_type.value
+        )
+    return [row[0] for row in dialect.raw_rows(conn, stmt)]
+
+
+def track_weights(conn: Connection, *, track_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """track id -> (duration_ms, popularity)."""
+    found: dict[str, tuple[int, int]] = {}
+    for chunk in _chunks(track_ids):
+        stmt = select(tracks.c.id, tracks.c.duration_ms, tracks.c.popularity).where(tracks.c.id.in_(chunk))
+        found.update((i, (d, p)) for i, d, p in dialect.raw_rows(conn, stmt))
+    return found
+
+
+def track_vectors(
+    conn: Connection, *, type_id: str, track_ids: Sequence[str], dimension: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The tracks' maps of one feature type: ids, (n, dimension) matrix, versions."""
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _chunks(track_ids):
+        stmt = select(feature_maps.c.entity_id, feature_maps.c.vector, feature_maps.c.version).where(
+            feature_maps.c.feature_type_id == type_id,
+            feature_maps.c.entity_type == EntityType.TRACK.value,
+            feature_maps.c.entity_id.in_(chunk),
+        )
+        rows.extend(dialect.raw_rows(conn, stmt))
+    if not rows:
+        return [], np.empty((0, dimension), np.float32), np.empty(0, np.int64)
+    ids, blobs, versions = zip(*rows, strict=True)
+    return list(ids), decode_vectors(blobs, dimension), np.array(versions, dtype=np.int64)
+
+
+# ------------------------------------------------------------------ stale markers
+
+
+def mark_stale(
+    conn: Connection, *, type_ids: Sequence[str], entity_type: EntityType, entity_ids: Sequence[str], now: int
+) -> None:
+    """Mark aggregates stale (idempotent; the mark time moves forward)."""
+    rows = [
+        {"feature_type_id": t, "entity_type": entity_type.value, "entity_id": e, "marked_at": now}
+        for t in type_ids
+        for e in entity_ids
+    ]
+    if rows:
+        stmt = dialect.upsert(
+            conn, stale, keys=["feature_type_id", "entity_type", "entity_id"], update=["marked_at"]
+        )
+        conn.execute(stmt, rows)
+
+
+def stale_ids(conn: Connection, *, type_id: str, entity_type: EntityType) -> list[str]:
+    stmt = (
+        select(stale.c.entity_id)
+        .where(stale.c.feature_type_id == type_id, stale.c.entity_type == entity_type.value)
+        .order_by(stale.c.entity_id)
+    )
+    return [row[0] for row in dialect.raw_rows(conn, stmt)]
+
+
+def count_stale(
+    conn: Connection, *, type_id: str | None = None, entity_type: EntityType | None = None
+) -> int:
+    stmt = select(func.count()).select_from(stale)
+    if type_id is not None:
+        stmt = stmt.where(stale.c.feature_type_id == type_id)
+    if entity_type is not None:
+        stmt = stmt.where(stale.c.entity_type == entity_type.value)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def clear_stale(
+    conn: Connection, *, type_id: str, entity_type: EntityType, entity_ids: Sequence[str]
+) -> None:
+    for chunk in _chunks(entity_ids):
+        conn.execute(
+            delete(stale).where(
+                stale.c.feature_type_id == type_id,
+                stale.c.entity_type == entity_type.value,
+                stale.c.entity_id.in_(chunk),
+            )
+        )
+
+
+def forget_stale(conn: Connection, *, type_id: str | None = None, entity_type: EntityType | None = None,
+                 entity_ids: Sequence[str] | None = None) -> None:  # fmt: skip
+    """Drop markers (a deleted type, a deleted playlist)."""
+    stmt = delete(stale)
+    if type_id is not None:
+        stmt = stmt.where(stale.c.feature_type_id == type_id)
+    if entity_type is not None:
+        stmt = stmt.where(stale.c.entity_type == entity_type.value)
+    if entity_ids is not None:
+        stmt = stmt.where(stale.c.entity_id.in_(list(entity_ids)))
+    conn.execute(stmt)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def insert_job(conn: Connection, **values: Any) -> None:
+    conn.execute(jobs.insert().values(**values))
+
+
+def get_job(conn: Connection, *, job_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def update_job(conn: Connection, *, job_id: str, **values: Any) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+
+def next_queued(conn: Connection) -> dict[str, Any] | None:
+    stmt = select(jobs).where(jobs.c.status == "queued").order_by(jobs.c.created_at, jobs.c.id).limit(1)
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def requeue_running(conn: Connection) -> int:
+    """Jobs a crash left running start again (their work is idempotent)."""
+    result = conn.execute(update(jobs).where(jobs.c.status == "running").values(status="queued"))
+    return int(result.rowcount)
+
+
+def last_finished(conn: Connection) -> int | None:
+    stmt = select(func.max(jobs.c.finished_at)).where(jobs.c.status == "succeeded")
+    value = conn.execute(stmt).scalar_one_or_none()
+    return int(value) if value is not None else None

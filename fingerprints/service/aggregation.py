@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fingerprints.aggregation.methods import aggregate
 
+from fingerprints.aggregation.methods import aggregate
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.service import indexing

@@ -29,6 +29,7 @@ from tests.api.similar_helpers import (
     assert_error,
     assert_matches,
     assert_sorted,
+    big_catalog,
     build_world,
     centroid,
     dedup_reference,
@@ -870,3 +871,41 @@ async def test_euclidean_distance_of_a_vector_to_itself_is_zero(env: tuple[httpx
         if first["distance"] > SCORE_TOL or first["score"] < 1 - SCORE_TOL:
             off[tid] = (first["distance"], first["score"])
     assert not off, f"non-zero self distances (distance, score): {off}"
+
+
+async def test_multi_feature_with_independent_features_is_the_exact_top_k(tmp_path: Path) -> None:
+    """Spec §7.2 / design §4: results are the best by the combined score, whatever the features'
+    correlation; in particular the first 5 of ``limit=10`` are the answer to ``limit=5``."""
+    settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN)
+    rng = np.random.default_rng(0)
+    async with running_client(create_app(settings)) as client:
+        await load_catalog(client, big_catalog(600, 30, 10))
+        ids = [track_id(i) for i in range(600)]
+        spectrum = {t: rng.normal(size=16).astype(np.float32) for t in ids}
+        genre = {t: rng.normal(size=16).astype(np.float32) for t in ids}
+        for type_id, vectors in (("spectrum", spectrum), ("genre", genre)):
+            await register_type(client, type_id, 16)
+            await ingest(client, type_id, "track", vectors)
+        features = [{"feature_type": "spectrum", "weight": 1.0}, {"feature_type": "genre", "weight": 1.0}]
+        wrong = {}
+        for q in ids[:10]:
+            ranking = multi_reference(
+                [
+                    FeatureQuery(spectrum, spectrum[q], "cosine", 1.0),
+                    FeatureQuery(genre, genre[q], "cosine", 1.0),
+                ],
+                exclude=[q],
+            )
+            answers = {}
+            for limit in (5, 10):
+                out = await post(
+                    client, {"features": features, "query": by_entity("track", q), "limit": limit}
+                )
+                answers[limit] = [i["entity_id"] for i in out["results"]]
+                try:
+                    assert_matches(out["results"], ranking, limit)
+                except AssertionError:
+                    wrong[f"{q} limit={limit}"] = (answers[limit], [r.entity_id for r in ranking[:limit]])
+            if answers[5] != answers[10][:5]:
+                wrong[f"{q} limit 5 vs 10"] = (answers[5], answers[10][:5])
+        assert not wrong, "\n".join(f"{k}: got {g} want {w}" for k, (g, w) in wrong.items())

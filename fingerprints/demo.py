@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fingerprints.errors import Conflict
-from fingerprints.service import catalog, feature_types, ingest
+from fingerprints.service import aggregation, catalog, feature_types, ingest
 from fingerprints.service.base import Services
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def generate_vectors(demo: dict[str, Any], dimension: int, *, seed: int) -> np.n
 
 
 def seed_demo(svc: Services, *, n_tracks: int = 5000, n_albums: int = 500, n_artists: int = 150) -> None:
-    """Catalog, three feature types, one vector per track and type, a few playlists."""
+    """Catalog, three feature types, one vector per track and type, a few playlists, aggregates."""
     demo = generate_catalog(n_artists=n_artists, n_albums=n_albums, n_tracks=n_tracks)
     step = svc.settings.max_batch_items
     result = catalog.upsert_catalog(svc, artists=demo["artists"], albums=demo["albums"])
@@ -166,6 +166,12 @@ def seed_demo(svc: Services, *, n_tracks: int = 5000, n_albums: int = 500, n_art
                 name=_title(rng, 2),
                 track_ids=[demo["tracks"][i]["id"] for i in picks],
             )
+    job = aggregation.trigger_aggregation(svc, trigger="demo")
+    job_id = aggregation.claim_next_job(svc)
+    while job_id is not None:
+        aggregation.run_job(svc, job_id)
+        job_id = aggregation.claim_next_job(svc)
+    log.info("demo aggregates: %d albums, artists and playlists recomputed", job.total)
     log.info(
         "demo catalog: %d artists, %d albums, %d tracks, %d feature types",
         len(demo["artists"]), len(demo["albums"]), len(demo["tracks"]), len(DEMO_TYPES),

@@ -104,7 +104,9 @@ class ExactIndex:
 
     def keys(self, queries: np.ndarray) -> np.ndarray:
         """Ranking keys of every stored vector for each query: (m, n) for (m, dimension)."""
-        q = prepare(queries, self.distance).reshape(-1, self.dimension)
+        return self._keys(prepare(queries, self.distance).reshape(-1, self.dimension))
+
+    def _keys(self, q: np.ndarray) -> np.ndarray:
         keys = q @ self._matrix[: len(self)].T
         if self.distance is Distance.EUCLIDEAN:
             # -|q - x|^2 = 2 q.x - |x|^2 - |q|^2
@@ -128,9 +130,10 @@ class ExactIndex:
     ) -> Hits:
         if k <= 0 or not len(self):
             return Hits.empty(self.distance)
-        keys = self.keys(query)[0]
+        q = prepare(query, self.distance).reshape(self.dimension)
+        keys = self._keys(q[None, :])[0]
         self._mask(keys, exclude)
-        return self._select(keys, _candidates(keys, k), k, min_score)
+        return self._select(q, keys, _candidates(keys, k, self._slack(q[None, :])[0]), k, min_score)
 
     def search_batch(
         self,
@@ -143,18 +146,37 @@ class ExactIndex:
         queries = np.asarray(queries).reshape(-1, self.dimension)
         if k <= 0 or not len(self):
             return [Hits.empty(self.distance) for _ in range(len(queries))]
-        keys = self.keys(queries)
+        q = prepare(queries, self.distance).reshape(-1, self.dimension)
+        keys = self._keys(q)
         self._mask(keys, exclude)
-        rows, cols = _batch_candidates(keys, k)
+        rows, cols = _batch_candidates(keys, k, self._slack(q))
         bounds = np.searchsorted(rows, np.arange(len(queries) + 1))
         return [
-            self._select(keys[i], cols[bounds[i] : bounds[i + 1]], k, min_score) for i in range(len(queries))
+            self._select(q[i], keys[i], cols[bounds[i] : bounds[i + 1]], k, min_score)
+            for i in range(len(queries))
         ]
 
-    def _select(self, keys: np.ndarray, candidates: np.ndarray, k: int, min_score: float | None) -> Hits:
+    def _slack(self, queries: np.ndarray) -> np.ndarray:
+        """How far float32 rounding can move a euclidean key (0 for the inner-product metrics).
+
+        ``2 q.x - |x|^2 - |q|^2`` cancels badly when q is close to x, so candidates are taken
+        this much below the k-th key and then ranked by the exact ``-|q - x|^2``.
+        """
+        if self.distance is not Distance.EUCLIDEAN or not len(self):
+            return np.zeros(len(queries), dtype=np.float32)
+        scale = float(self._sqnorms[: len(self)].max()) + np.einsum("ij,ij->i", queries, queries)
+        return (8 * np.finfo(np.float32).eps * (scale + 1)).astype(np.float32)
+
+    def _select(
+        self, query: np.ndarray, keys: np.ndarray, candidates: np.ndarray, k: int, min_score: float | None
+    ) -> Hits:
         """Order candidate rows by key then id; drop masked rows and those under ``min_score``."""
         threshold = key_threshold(min_score, self.distance)
         picked = keys[candidates]
+        if self.distance is Distance.EUCLIDEAN and len(candidates):
+            diff = self._matrix[candidates] - query
+            exact = -np.einsum("ij,ij->i", diff, diff)
+            picked = np.where(picked > -np.inf, exact, picked)
         keep = picked > -np.inf
         if threshold is not None:
             keep &= picked >= threshold
@@ -164,16 +186,17 @@ class ExactIndex:
         return hits_from_keys([ids[candidates[i]] for i in order], picked[order], self.distance)
 
 
-def _candidates(keys: np.ndarray, k: int) -> np.ndarray:
-    """Rows holding the k largest keys, plus every row tied with the k-th (so ties sort by id)."""
+def _candidates(keys: np.ndarray, k: int, slack: float = 0.0) -> np.ndarray:
+    """Rows holding the k largest keys, plus every row tied with the k-th (so ties sort by id)
+    or within ``slack`` of it."""
     n = len(keys)
     if k >= n:
         return np.arange(n)
     kth = keys[np.argpartition(keys, n - k)[n - k :]].min()
-    return np.flatnonzero(keys >= kth)
+    return np.flatnonzero(keys >= kth - slack)
 
 
-def _batch_candidates(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _batch_candidates(keys: np.ndarray, k: int, slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) pairs, sorted by row, that include each row's k best keys and their ties.
 
     Selecting over the full (m, n) key matrix costs more than computing it. Instead: the k-th
@@ -192,5 +215,5 @@ def _batch_candidates(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     else:
         s = sample.shape[1]
         bound = np.partition(sample, s - k, axis=1)[:, s - k]
-    rows, cols = np.nonzero(keys >= bound[:, None])
+    rows, cols = np.nonzero(keys >= (bound - slack)[:, None])
     return rows, cols

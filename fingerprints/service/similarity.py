@@ -193,18 +193,48 @@ def _search(
         if allowed is not None:
             return _search_within(index, allowed, queries[feature_type.id], k, exclude, min_score)
         return index.search(queries[feature_type.id], k, exclude=exclude, min_score=min_score)
-    fetch = min(max(k * MULTI_FEATURE_FETCH, k + 10), MAX_LIMIT * MULTI_FEATURE_FETCH)
-    candidates: set[str] = set()
-    for w in features:
-        index = indexes[w.feature_type.id]
-        query = queries[w.feature_type.id]
-        hits = (
-            _search_within(index, allowed, query, fetch, exclude, None)
-            if allowed is not None
-            else index.search(query, fetch, exclude=exclude)
-        )
-        candidates.update(hits.ids)
-    return _rescore(features, indexes, queries, sorted(candidates), k, min_score)
+    return _multi_feature(features, indexes, queries, k, exclude, min_score, allowed)
+
+
+def _multi_feature(
+    features: list[Weighted],
+    indexes: Mapping[str, KeyIndex],
+    queries: Mapping[str, np.ndarray],
+    k: int,
+    exclude: set[str],
+    min_score: float | None,
+    allowed: list[str] | None,
+) -> Hits:
+    """Top k by combined score: gather each feature's best candidates, rescore them exactly,
+    and widen until no unseen entity can beat the k-th.
+
+    An entity missing from every feature's list scores at most that list's last score on
+    each feature it has, so its combined score (a weighted mean) is at most the largest of
+    those last scores. Once the k-th rescored candidate reaches that bound, the answer is
+    exact (as exact as each feature's index).
+    """
+    fetch = max(k * MULTI_FEATURE_FETCH, k + 10)
+    while True:
+        candidates: set[str] = set()
+        bound = -np.inf
+        exhausted = True
+        for w in features:
+            index, query = indexes[w.feature_type.id], queries[w.feature_type.id]
+            hits = (
+                _search_within(index, allowed, query, fetch, exclude, None)
+                if allowed is not None
+                else index.search(query, fetch, exclude=exclude)
+            )
+            candidates.update(hits.ids)
+            if len(hits) == fetch:  # more entities lie beyond this list
+                exhausted = False
+                bound = max(bound, float(hits.scores[-1]))
+        result = _rescore(features, indexes, queries, sorted(candidates), k, min_score)
+        if exhausted or (min_score is not None and bound < min_score):
+            return result
+        if len(result) >= k and float(result.scores[k - 1]) >= bound:
+            return result
+        fetch *= 4
 
 
 def _rescore(

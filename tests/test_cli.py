@@ -37,11 +37,16 @@ def test_demo_seeds_and_is_idempotent(tmp_path: Path) -> None:
     main(args)  # twice: same rows, no errors
     conn = sqlite3.connect(tmp_path / "catalog.db")
     tracks = conn.execute("SELECT count(*) FROM tracks").fetchone()[0]
-    maps = dict(conn.execute("SELECT feature_type_id, count(*) FROM feature_maps GROUP BY 1").fetchall())
+    maps = dict(
+        conn.execute(
+            "SELECT feature_type_id, count(*) FROM feature_maps WHERE entity_type = 'track' GROUP BY 1"
+        ).fetchall()
+    )
+    albums = conn.execute("SELECT count(*) FROM feature_maps WHERE entity_type = 'album'").fetchone()[0]
     dims = dict(conn.execute("SELECT id, dimension FROM feature_map_types").fetchall())
     genres = conn.execute("SELECT count(DISTINCT artist_rowid) FROM artist_genres").fetchone()[0]
     conn.close()
-    assert tracks == 300 and genres == 12
+    assert tracks == 300 and genres == 12 and albums == 3 * 30  # aggregates too
     assert maps == {"audio_spectrum": 300, "genre_profile": 300, "mood_profile": 300}
     assert dims == {"audio_spectrum": 128, "genre_profile": 64, "mood_profile": 32}
     assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600

@@ -149,34 +149,39 @@ def _geometric_medians(rows: np.ndarray, sizes: np.ndarray, *, tol: float, max_i
         spread[a:b] = np.sqrt(np.einsum("osd,osd->os", members, members, dtype=np.float64).max(axis=1))
         members *= 1.0 / np.where(spread[a:b] > 0, spread[a:b], 1.0)[:, None, None]
 
-    medians = np.zeros((len(sizes), d))
-    live = np.arange(len(sizes))  # the owners whose rows are still in the working set
+    medians = np.empty((len(sizes), d))
+    # The working set: the owners still iterating, their rows and their current estimates.
+    live, estimates = np.arange(len(sizes)), np.zeros((len(sizes), d))
     done = np.zeros(len(sizes), dtype=bool)
     for _ in range(max_iter):
-        move = _vardi_zhang_step(rows, sizes, medians[live], tol)
+        move = _vardi_zhang_step(rows, sizes, estimates, tol)
         move[done] = 0.0
-        medians[live] += move
-        done |= np.linalg.norm(move, axis=1) <= tol
+        estimates += move
+        done |= np.einsum("ij,ij->i", move, move) <= tol * tol
         if done.all():
             break
         # Drop converged owners once they hold half the working rows: later steps then pay only for
         # owners still moving, without copying every row each time a few converge.
         if 2 * sizes[~done].sum() < len(rows):
+            medians[live[done]] = estimates[done]
             rows = rows[np.repeat(~done, sizes)]
-            live, sizes = live[~done], sizes[~done]
+            live, sizes, estimates = live[~done], sizes[~done], estimates[~done]
             done = np.zeros(len(live), dtype=bool)
+    medians[live] = estimates
     return centres + medians * spread[:, None]
 
 
-def _vardi_zhang_step(rows: np.ndarray, sizes: np.ndarray, medians: np.ndarray, radius: float) -> np.ndarray:
+def _vardi_zhang_step(
+    rows: np.ndarray, sizes: np.ndarray, estimates: np.ndarray, radius: float
+) -> np.ndarray:
     """The move from each owner's current median estimate: a Weiszfeld step, damped at input points."""
-    k, d = medians.shape
+    k, d = estimates.shape
     pull = np.empty((k, d))  # R(y): sum of unit vectors from y towards the members not at y
     inverse_sum = np.empty(k)  # W(y): sum of 1/|x - y| over the same members
     at_estimate = np.empty(k)  # eta(y): members at y
-    estimates = medians.astype(np.float32)
+    points = estimates.astype(np.float32)
     for a, b, lo, hi, size in _groups(sizes):
-        diff = rows[lo:hi].reshape(b - a, size, d) - estimates[a:b, None, :]
+        diff = rows[lo:hi].reshape(b - a, size, d) - points[a:b, None, :]
         dist = np.sqrt(np.einsum("osd,osd->os", diff, diff))
         # A member within the tolerance of y counts as being at y: Weiszfeld's plain step is
         # undefined at an input point, and 1/dist for a nearly coincident one only amplifies rounding.
@@ -188,7 +193,7 @@ def _vardi_zhang_step(rows: np.ndarray, sizes: np.ndarray, medians: np.ndarray, 
         at_estimate[a:b] = near.sum(axis=1)
     # Weiszfeld's T(y) - y is R/W. Vardi-Zhang take y + max(0, 1 - eta/|R|) (T(y) - y): members at y
     # hold it back, and it stays put once they outweigh the pull of the rest, i.e. y is the median.
-    strength = np.linalg.norm(pull, axis=1)
+    strength = np.sqrt(np.einsum("ij,ij->i", pull, pull))
     damping = np.clip(1.0 - at_estimate / np.where(strength > 0, strength, 1.0), 0.0, None)
     # W = 0 only if every member is at y, and then R = 0 too: no move.
     return pull * (damping / np.where(inverse_sum > 0, inverse_sum, 1.0))[:, None]

@@ -103,6 +103,28 @@ def test_elementwise_methods_match_reference(method: AggregationMethod, distance
 
 
 @pytest.mark.parametrize("method", ALL)
+def test_owners_of_every_size_across_blocks(method: AggregationMethod) -> None:
+    """Thousands of owners of one size (several blocks), sizes 1..60, one owner larger than a block."""
+    rng = np.random.default_rng(19)
+    sizes = rng.permutation(np.concatenate([np.full(3000, 2), np.arange(1, 61), [5000], [0, 0]]))
+    n_owners = len(sizes)
+    owners = rng.permutation(np.repeat(np.arange(n_owners), sizes))
+    vectors = (rng.standard_normal((len(owners), 6)) + 1.0).astype(np.float32)
+    weights = rng.random(len(owners))
+    got, counts = aggregate(method, vectors, owners, n_owners, weights=weights)
+    np.testing.assert_array_equal(counts, sizes)
+    if method is not AggregationMethod.CENTROID:
+        want, _ = reference(method, vectors, owners, n_owners, weights, Distance.COSINE)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        return
+    members = as_members(vectors, Distance.COSINE)
+    checked = [int(np.argmax(sizes)), *np.flatnonzero((sizes != 2) & (sizes > 0)), *range(0, n_owners, 97)]
+    for owner in checked:
+        if sizes[owner]:
+            assert_is_geometric_median(members[owners == owner], got[owner])
+
+
+@pytest.mark.parametrize("method", ALL)
 def test_output_shapes_and_dtypes(method: AggregationMethod) -> None:
     rng = np.random.default_rng(3)
     vectors, owners, weights = memberships(rng, n_owners=30, dim=5)
@@ -192,6 +214,23 @@ def test_centroid_stays_on_an_input_point_that_is_the_median() -> None:
         AggregationMethod.CENTROID, points, np.zeros(5, np.int64), 1, distance=Distance.EUCLIDEAN
     )
     assert np.array_equal(median[0], [0, 0, 0])
+
+
+@pytest.mark.parametrize("max_iter", [1, 200])
+def test_centroid_holds_a_median_input_point_against_a_pull(max_iter: int) -> None:
+    # Two members at the mean, the origin; the unit vectors to the others sum to sqrt 2 <= 2, so
+    # the origin is the median although the others pull. Vardi-Zhang's step stays put; a Weiszfeld
+    # step that merely skips the members at y would leave towards the others.
+    points = np.array([[0, 0], [0, 0], [3, 0], [-1, 1], [-1, -1], [-1, 0]], dtype=np.float32)
+    median, _ = aggregate(
+        AggregationMethod.CENTROID,
+        points,
+        np.zeros(6, np.int64),
+        1,
+        distance=Distance.EUCLIDEAN,
+        max_iter=max_iter,
+    )
+    assert np.array_equal(median[0], [0, 0])
 
 
 def test_centroid_leaves_an_input_point_that_is_not_the_median() -> None:

@@ -81,7 +81,8 @@ def aggregate(
 
 
 def stats(capsys: pytest.CaptureFixture[str], data: Path) -> dict[str, Any]:
-    return orjson.loads("\n".join(run(capsys, "stats", "--data-dir", str(data))))  # type: ignore[no-any-return]
+    body: dict[str, Any] = orjson.loads("\n".join(run(capsys, "stats", "--data-dir", str(data))))
+    return body
 
 
 def query(data: Path, sql: str, db: str = "catalog.db") -> list[tuple[Any, ...]]:

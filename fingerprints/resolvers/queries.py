@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 
 from fingerprints import domain
+from fingerprints.auth import require_admin
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
 from fingerprints.schema.types import (
@@ -96,8 +97,10 @@ async def similar_batch(info: Info, input: SimilarBatchInput) -> SimilarBatchRes
 
 
 async def aggregation_job(info: Info, id: strawberry.ID) -> AggregationJob:
+    require_admin(info.context.principal)  # as GET /v1/admin/fingerprints/aggregate/{id}
     return AggregationJob.of(await call(aggregation.get_job, info.context.services, job_id=str(id)))
 
 
 async def fingerprint_stats(info: Info) -> FingerprintStats:
+    require_admin(info.context.principal)  # as GET /v1/admin/fingerprints/stats
     return FingerprintStats.of(await call(stats.fingerprint_stats, info.context.services))

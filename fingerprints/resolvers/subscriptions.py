@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
+from fingerprints.auth import require_admin
 from fingerprints.schema.context import Info
 from fingerprints.schema.types import AggregationJob
 from fingerprints.service import aggregation
@@ -16,7 +17,8 @@ POLL_SECONDS = 0.2
 
 
 async def aggregation_job(info: Info, id: strawberry.ID) -> AsyncGenerator[AggregationJob, None]:
-    """The job's state now, then whenever it changes, until it has finished."""
+    """The job's state now, then whenever it changes, until it has finished (admin only)."""
+    require_admin(info.context.principal)
     last = None
     while True:
         job = await call(aggregation.get_job, info.context.services, job_id=str(id))

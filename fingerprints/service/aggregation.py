@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -144,6 +145,22 @@ def mark_tracks_changed(
             )
 
 
+def mark_type_changed(svc: Services, feature_type: FeatureType) -> None:
+    """A new aggregation method (or a re-activated type): every aggregate of it is stale."""
+    if not feature_type.is_active or feature_type.aggregation_method is AggregationMethod.NONE:
+        return
+    timestamp = now()
+    main_only = svc.settings.aggregation_main_artists_only
+    for entity_type in AGGREGATES:
+        if not feature_type.applies(entity_type):
+            continue
+        with svc.dbs.for_entity(entity_type).write() as conn:
+            owners = agg_store.owners_with_members(conn, entity_type=entity_type, main_only=main_only)
+            agg_store.mark_stale(
+                conn, type_ids=[feature_type.id], entity_type=entity_type, entity_ids=owners, now=timestamp
+            )
+
+
 def mark_playlist_changed(svc: Services, user_conn: Any, *, playlist_id: str) -> None:
     with svc.dbs.catalog.read() as conn:
         types = [ft.id for ft in aggregating_types(conn, EntityType.PLAYLIST)]
@@ -219,7 +236,8 @@ def trigger_aggregation(
                 f"feature type {type_id!r} does not aggregate (method none)", field="feature_type_id"
             )
     job = Job(
-        id=f"agg_{secrets.token_hex(6)}",
+        # Time-ordered ids: jobs queued within one second still run in the order they came.
+        id=f"agg_{time.time_ns():x}{secrets.token_hex(3)}",
         status="queued",
         feature_type_id=type_id,
         entity_types=list(dict.fromkeys(kinds)),

@@ -18,7 +18,7 @@ from fingerprints.domain import (
     validate_feature_type_id,
 )
 from fingerprints.errors import Conflict, NotFound, ValidationError
-from fingerprints.service import indexing
+from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_bool, as_str, check_keys
 from fingerprints.store import catalog as catalog_store
@@ -160,6 +160,10 @@ def update_feature_type(svc: Services, *, type_id: str, changes: Mapping[str, An
                 )
         types_store.update_feature_type(conn, feature_type=updated)
     indexing.feature_type_changed(svc, updated)
+    if updated.aggregation_method is not current.aggregation_method or (
+        updated.is_active and not current.is_active
+    ):
+        aggregation.mark_type_changed(svc, updated)
     return updated
 
 

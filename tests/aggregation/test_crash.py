@@ -4,6 +4,7 @@ ends with exactly the aggregates of a clean, uninterrupted run on the same data.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,14 +17,16 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import pytest
 
+from fingerprints.app import create_app
 from fingerprints.service import aggregation
 from fingerprints.service.base import open_services
 from tests.aggregation.test_jobs import seed_in_process, serve, settings_for
-from tests.helpers import ADMIN
+from tests.helpers import ADMIN, running_client
 
 # Sized so that a forced centroid job over every album, artist and playlist runs for a few
-# seconds (about 4 s measured on 2 cores): long enough to be killed half-way.
+# seconds (measured on 2 cores: 3.5 s in process, 6-7 s in the server): long enough to kill it half-way.
 CATALOG = {"n_tracks": 60_000, "n_albums": 20_000, "n_artists": 2_000, "playlists": 30}
 AGGREGATES = CATALOG["n_albums"] + CATALOG["n_artists"] + CATALOG["playlists"]
 # The track index of 60,000 vectors would be an HNSW graph built in the background at every
@@ -78,16 +81,13 @@ def test_a_job_killed_mid_way_is_requeued_and_ends_like_a_clean_run(tmp_path: Pa
         queued = aggregation.trigger_aggregation(services, force=True)
         assert queued.total == AGGREGATES
         assert aggregation.claim_next_job(services) == queued.id
-        started = time.monotonic()
         finished = aggregation.run_job(services, queued.id)
-        clean_seconds = time.monotonic() - started
     finally:
         services.dbs.dispose()
     assert finished.status == "succeeded", finished
     assert (finished.processed, finished.total) == (AGGREGATES, AGGREGATES)
     expected = aggregates(clean)
     assert len(expected) == AGGREGATES
-    assert clean_seconds > 1.5, f"the job took {clean_seconds:.1f}s: too short to kill it half-way"
 
     # Start a forced job on the server and kill the server in the middle of it.
     url = "/v1/admin/fingerprints/aggregate"
@@ -142,3 +142,40 @@ def test_a_job_killed_mid_way_is_requeued_and_ends_like_a_clean_run(tmp_path: Pa
     got_vectors = np.stack([np.frombuffer(got[k][2], "<f4") for k in keys])
     want_vectors = np.stack([np.frombuffer(expected[k][2], "<f4") for k in keys])
     assert np.allclose(got_vectors, want_vectors, atol=1e-6)
+
+
+async def test_a_job_stopped_by_a_shutdown_resumes_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graceful stop leaves the running job between two chunks; the next start queues it again."""
+    monkeypatch.setattr(aggregation, "CHUNK_OWNERS", 50)
+    data = tmp_path / "data"
+    seed_in_process(data, n_tracks=6000, n_albums=3000, n_artists=300, dimension=16, method="centroid")
+    total = 3000 + 300
+    url = "/v1/admin/fingerprints/aggregate"
+    async with running_client(create_app(settings_for(data))) as client:
+        r = await client.post(url, json={"force": True}, headers=ADMIN)
+        job_id = r.json()["job_id"]
+        deadline = time.monotonic() + 30
+        while True:
+            job = (await client.get(f"{url}/{job_id}", headers=ADMIN)).json()
+            assert job["status"] in ("queued", "running"), job
+            if job["progress"]["processed"] > 0:
+                break
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.005)
+    status, processed, _ = job_row(data, job_id)
+    assert status == "running" and 0 < processed < total, (status, processed)
+
+    async with running_client(create_app(settings_for(data))) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            job = (await client.get(f"{url}/{job_id}", headers=ADMIN)).json()
+            if job["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.02)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"processed": total, "total": total, "percent": 100.0}
+    assert len(aggregates(data)) == total
+    assert stale_count(data) == 0

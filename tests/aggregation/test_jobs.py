@@ -73,7 +73,10 @@ TRIGGER = f"""
 mutation Trigger($input: TriggerAggregationInput) {{ triggerAggregation(input: $input) {{ {JOB_FIELDS} }} }}
 """
 JOB = f"query Job($id: ID!) {{ aggregationJob(id: $id) {{ {JOB_FIELDS} }} }}"
-SUBSCRIBE = "subscription Job($id: ID!) { aggregationJob(id: $id) { id status progress { processed total percent } } }"
+SUBSCRIBE = (
+    "subscription Job($id: ID!) "
+    "{ aggregationJob(id: $id) { id status progress { processed total percent } } }"
+)
 STATS = """
 { fingerprintStats {
     coverage { featureType entityType total withFeature outdated }
@@ -190,6 +193,11 @@ def geometric_median(x: np.ndarray) -> np.ndarray:
         if done:
             break
     return y
+
+
+def distance_sum(x: np.ndarray, y: np.ndarray) -> float:
+    """What a geometric median minimises."""
+    return float(np.linalg.norm(x - y, axis=1).sum())
 
 
 def reference(method: str, vectors: np.ndarray, weights: np.ndarray, distance: str) -> np.ndarray:
@@ -313,8 +321,7 @@ async def test_job_over_rest_stores_the_reference_aggregate_of_each_method(
                 # An iterative answer: close to the converged median, and no worse a median.
                 assert np.allclose(got, want, atol=1e-4), (kind, entity_id, got, want)
                 ux = unit_rows(x, distance)
-                cost = lambda y: np.linalg.norm(ux - y, axis=1).sum()  # noqa: E731
-                assert cost(got) <= cost(want) + 1e-6
+                assert distance_sum(ux, got) <= distance_sum(ux, want) + 1e-6
             else:
                 assert np.allclose(got, want, atol=1e-6), (kind, entity_id, got, want)
         # t9 never had a vector: al3 is made of t7 and t8 only.
@@ -515,6 +522,44 @@ async def test_trigger_and_status_errors(tmp_path: Path) -> None:
         # None of the refused triggers left a job behind.
         with closing(sqlite3.connect(tmp_path / "data" / "catalog.db")) as conn:
             assert conn.execute("SELECT count(*) FROM fingerprints_jobs").fetchone() == (1,)
+
+
+async def test_a_failing_part_fails_the_job_and_the_rest_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recompute = aggregation_service.recompute
+
+    def failing_for_artists(svc: Any, feature_type: Any, entity_type: Any, owner_ids: Any) -> None:
+        if entity_type.value == "artist":
+            raise RuntimeError("boom")
+        recompute(svc, feature_type, entity_type, owner_ids)
+
+    monkeypatch.setattr(aggregation_service, "recompute", failing_for_artists)
+    data = tmp_path / "data"
+    async with app_client(data) as (_, client):
+        await seed(client)
+        await ingest(client, random_vectors(WITH_VECTORS[:6], 4))
+        started = await trigger(client)
+        job, _ = await wait_job(client, started["job_id"])
+        assert job["status"] == "failed", job
+        assert job["errors"] == ["audio/artist: RuntimeError: boom"]
+        assert job["progress"]["processed"] == job["progress"]["total"] == SEED_AGGREGATES
+        assert job["finished_at"] is not None
+        assert (await stored(client, "album", "al1"))["metadata"]["track_count"] == 4
+        assert (await stored(client, "playlist", "p1"))["metadata"]["track_count"] == 3
+        r = await client.get("/v1/content/fingerprint/artist/ar1", headers=ADMIN)
+        assert r.status_code == 404
+        # The artists stay stale for the next job; a failed job is not a last aggregation.
+        with closing(sqlite3.connect(data / "catalog.db")) as conn:
+            left = conn.execute("SELECT entity_type, entity_id FROM fingerprints_stale ORDER BY 2").fetchall()
+        assert left == [("artist", "ar1"), ("artist", "ar2"), ("artist", "ar3")]
+        stats = (await client.get("/v1/admin/fingerprints/stats", headers=ADMIN)).json()
+        assert stats["last_aggregation"] is None
+
+        monkeypatch.setattr(aggregation_service, "recompute", recompute)
+        job = await run_job(client)
+        assert job["progress"]["total"] == 3
+        assert (await stored(client, "artist", "ar1"))["metadata"]["track_count"] == 4
 
 
 def test_queued_jobs_run_in_the_order_they_were_queued(tmp_path: Path) -> None:
@@ -816,7 +861,8 @@ async def test_subscription_streams_progress_until_the_job_succeeds(
         result = await schema.subscribe(
             SUBSCRIBE, variable_values={"id": started["job_id"]}, context_value=context
         )
-        assert [item.data["aggregationJob"]["status"] async for item in result] == ["succeeded"]  # type: ignore[union-attr]
+        statuses = [item.data["aggregationJob"]["status"] async for item in result]  # type: ignore[union-attr]
+        assert statuses == ["succeeded"]
 
         # An unknown job: one NOT_FOUND error.
         result = await schema.subscribe(SUBSCRIBE, variable_values={"id": "agg_nope"}, context_value=context)

@@ -33,7 +33,9 @@ TRACKS = ["t1", "t2", "t3", "t4", "t5", "t6"]
 
 @asynccontextmanager
 async def app_client(data_dir: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, aggregation_interval=0, **settings))
+    app = create_app(
+        Settings(**{"data_dir": data_dir, "admin_token": ADMIN_TOKEN, "aggregation_interval": 0, **settings})
+    )
     async with running_client(app) as client:
         yield client
 
@@ -343,7 +345,8 @@ async def test_changing_a_playlist_marks_it(tmp_path: Path) -> None:
         await register(client, "raw", aggregation_method="none")
         await register(client, "album_only", applies_to=["track", "album"])
 
-        body = {"id": "p1", "user_id": 7, "name": "Mine", "track_ids": ["t2", "t3"]}
+        # A track twice in a playlist counts once.
+        body = {"id": "p1", "user_id": 7, "name": "Mine", "track_ids": ["t2", "t3", "t2"]}
         r = await client.post("/v1/admin/playlists", json=body, headers=ADMIN)
         assert r.status_code == 200, r.text
         assert markers(data) == markers(data, "user.db") == expect(["audio"], playlist=["p1"])
@@ -399,3 +402,33 @@ async def test_an_album_that_loses_all_its_track_features_loses_its_aggregate(tm
                 "SELECT entity_type, entity_id FROM feature_maps WHERE entity_type != 'track' ORDER BY 1, 2"
             ).fetchall()
         assert left == [("album", "al1"), ("artist", "ar1"), ("artist", "ar2")]
+
+
+# ------------------------------------------------------------------ the periodic sweep
+
+
+async def test_the_periodic_sweep_recomputes_what_is_stale(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with app_client(data, aggregation_interval=0.2) as client:
+        await seed(client)
+        by_track = vectors(1, TRACKS)
+        await ingest(client, "audio", by_track)
+        deadline = time.monotonic() + 15
+        while markers(data):
+            assert time.monotonic() < deadline, markers(data)
+            await asyncio.sleep(0.05)
+        await check_average(client, "album", "al1", by_track, ["t1", "t2", "t3", "t4"])
+        await check_average(client, "playlist", "p1", by_track, ["t1", "t5", "t6"])
+
+        def jobs() -> list[tuple[str, str, int]]:
+            with closing(sqlite3.connect(data / "catalog.db")) as conn:
+                return conn.execute('SELECT "trigger", status, total FROM fingerprints_jobs').fetchall()
+
+        deadline = time.monotonic() + 15
+        while jobs()[-1][1] != "succeeded":
+            assert time.monotonic() < deadline, jobs()
+            await asyncio.sleep(0.05)
+        assert jobs() == [("schedule", "succeeded", 6)]
+        # Nothing stale: the sweeps that follow queue no job.
+        await asyncio.sleep(1.5)
+        assert jobs() == [("schedule", "succeeded", 6)]

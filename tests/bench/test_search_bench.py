@@ -10,9 +10,9 @@ from bench.search import run
 def test_search_benchmark_smoke() -> None:
     out = io.StringIO()
     result = run(
-        n=1500,
+        n=1000,
         dim=16,
-        queries=40,
+        queries=30,
         single=20,
         repeats=1,
         tune_m=False,

@@ -117,6 +117,13 @@ def hits_from_keys(ids: list[str], keys: np.ndarray, distance: Distance) -> Hits
     return Hits(ids, (1.0 / (1.0 + distances)).astype(np.float32), distances)
 
 
-def order_by_key_then_id(ids: Sequence[str], keys: np.ndarray, k: int) -> list[int]:
-    """Positions of the ``k`` best keys, ties broken by id (ascending)."""
-    return sorted(range(len(ids)), key=lambda i: (-float(keys[i]), ids[i]))[:k]
+def order_by_key_then_id(ids: Sequence[str], keys: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best keys, ties broken by id (ascending).
+
+    numpy ranks; Python only sorts when two of the leading keys are equal (rare with real
+    vectors, common with duplicates), since only then does the id decide."""
+    order = np.argsort(-keys, kind="stable")
+    head = keys[order[: k + 1]]
+    if len(head) < 2 or not (head[1:] == head[:-1]).any():
+        return order[:k]
+    return np.array(sorted(range(len(ids)), key=lambda i: (-float(keys[i]), ids[i]))[:k], dtype=np.int64)

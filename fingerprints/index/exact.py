@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from fingerprints.domain import Distance
-from fingerprints.index.base import Hits, hits_from_keys, key_threshold, prepare
+from fingerprints.index.base import Hits, hits_from_keys, key_threshold, order_by_key_then_id, prepare
 
 MIN_CAPACITY = 1024
 # Batch selection samples every SAMPLE_STRIDE-th column to find, per query, a key that at
@@ -181,9 +181,9 @@ class ExactIndex:
         if threshold is not None:
             keep &= picked >= threshold
         candidates, picked = candidates[keep], picked[keep]
-        ids = self._ids
-        order = sorted(range(len(candidates)), key=lambda i: (-picked[i], ids[candidates[i]]))[:k]
-        return hits_from_keys([ids[candidates[i]] for i in order], picked[order], self.distance)
+        ids = [self._ids[c] for c in candidates.tolist()]
+        order = order_by_key_then_id(ids, picked, k)
+        return hits_from_keys([ids[i] for i in order.tolist()], picked[order], self.distance)
 
 
 def _candidates(keys: np.ndarray, k: int, slack: float = 0.0) -> np.ndarray:

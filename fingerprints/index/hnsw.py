@@ -17,7 +17,7 @@ import hnswlib
 import numpy as np
 
 from fingerprints.domain import Distance
-from fingerprints.index.base import Hits, hits_from_keys, key_threshold, prepare
+from fingerprints.index.base import Hits, hits_from_keys, key_threshold, order_by_key_then_id, prepare
 from fingerprints.index.exact import ExactIndex
 
 GRAPH_FILE = "hnsw.bin"
@@ -238,9 +238,9 @@ class HnswIndex:
         if len(keys) > k:  # the k best and any tied with the k-th, so that ties sort by id
             keep = keys >= np.partition(keys, len(keys) - k)[len(keys) - k]
             labels, keys = labels[keep], keys[keep]
-        ids = self._ids[labels]
-        order = sorted(range(len(ids)), key=lambda i: (-keys[i], ids[i]))[:k]
-        return hits_from_keys([ids[i] for i in order], keys[order], self.distance)
+        ids = self._ids[labels].tolist()
+        order = order_by_key_then_id(ids, keys, k)
+        return hits_from_keys([ids[i] for i in order.tolist()], keys[order], self.distance)
 
     def _exact(
         self, queries: np.ndarray, k: int, exclude: Collection[str], min_score: float | None

@@ -106,20 +106,24 @@ class KeyIndex:
         self, query: np.ndarray, k: int, *, exclude: Collection[str] = (), min_score: float | None = None
     ) -> Hits:
         with self.lock.read():
-            fresh = self.exact.search(query, k, exclude=exclude, min_score=min_score)
             if self.graph is None:
-                return fresh
+                return self.exact.search(query, k, exclude=exclude, min_score=min_score)
             main = self.graph.search(query, k, exclude=exclude, min_score=min_score)
+            if not len(self.exact):  # the fresh tier is empty most of the time
+                return main
+            fresh = self.exact.search(query, k, exclude=exclude, min_score=min_score)
         return merge_hits([fresh, main], k)
 
     def search_batch(
         self, queries: np.ndarray, k: int, *, exclude: Collection[str] = (), min_score: float | None = None
     ) -> list[Hits]:
         with self.lock.read():
-            fresh = self.exact.search_batch(queries, k, exclude=exclude, min_score=min_score)
             if self.graph is None:
-                return fresh
+                return self.exact.search_batch(queries, k, exclude=exclude, min_score=min_score)
             main = self.graph.search_batch(queries, k, exclude=exclude, min_score=min_score)
+            if not len(self.exact):
+                return main
+            fresh = self.exact.search_batch(queries, k, exclude=exclude, min_score=min_score)
         return [merge_hits([f, m], k) for f, m in zip(fresh, main, strict=True)]
 
     def get(self, entity_id: str) -> np.ndarray | None:

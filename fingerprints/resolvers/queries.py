@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import strawberry
 
 from fingerprints import domain
 from fingerprints.auth import require_admin
+from fingerprints.errors import ValidationError
+from fingerprints.schema import catalog
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
 from fingerprints.schema.types import (
@@ -20,6 +23,8 @@ from fingerprints.schema.types import (
 )
 from fingerprints.service import aggregation, feature_types, fingerprints, similarity, stats
 from fingerprints.service.base import call
+
+MAX_IDS = 1000
 
 
 async def feature_types_(info: Info) -> list[FeatureType]:
@@ -104,3 +109,45 @@ async def aggregation_job(info: Info, id: strawberry.ID) -> AggregationJob:
 async def fingerprint_stats(info: Info) -> FingerprintStats:
     require_admin(info.context.principal)  # as GET /v1/admin/fingerprints/stats
     return FingerprintStats.of(await call(stats.fingerprint_stats, info.context.services))
+
+
+async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
+    return await catalog.require_entity(info, entity_type, str(id))
+
+
+async def _many(info: Info, entity_type: domain.EntityType, ids: list[strawberry.ID]) -> list[Any]:
+    if len(ids) > MAX_IDS:
+        raise ValidationError(f"at most {MAX_IDS} ids per request", field="ids")
+    return list(await asyncio.gather(*(catalog.load_entity(info, entity_type, str(i)) for i in ids)))
+
+
+async def track(info: Info, id: strawberry.ID) -> catalog.Track:
+    return await _one(info, domain.EntityType.TRACK, id)  # type: ignore[no-any-return]
+
+
+async def album(info: Info, id: strawberry.ID) -> catalog.Album:
+    return await _one(info, domain.EntityType.ALBUM, id)  # type: ignore[no-any-return]
+
+
+async def artist(info: Info, id: strawberry.ID) -> catalog.Artist:
+    return await _one(info, domain.EntityType.ARTIST, id)  # type: ignore[no-any-return]
+
+
+async def playlist(info: Info, id: strawberry.ID) -> catalog.Playlist:
+    return await _one(info, domain.EntityType.PLAYLIST, id)  # type: ignore[no-any-return]
+
+
+async def tracks(info: Info, ids: list[strawberry.ID]) -> list[catalog.Track | None]:
+    return await _many(info, domain.EntityType.TRACK, ids)
+
+
+async def albums(info: Info, ids: list[strawberry.ID]) -> list[catalog.Album | None]:
+    return await _many(info, domain.EntityType.ALBUM, ids)
+
+
+async def artists(info: Info, ids: list[strawberry.ID]) -> list[catalog.Artist | None]:
+    return await _many(info, domain.EntityType.ARTIST, ids)
+
+
+async def playlists(info: Info, ids: list[strawberry.ID]) -> list[catalog.Playlist | None]:
+    return await _many(info, domain.EntityType.PLAYLIST, ids)

@@ -18,6 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from fingerprints.config import Settings
 from fingerprints.resolvers import mutations, queries, subscriptions
+from fingerprints.schema.catalog import Album, Artist, Playlist, Track
 from fingerprints.schema.errors import ErrorCodes
 from fingerprints.schema.scalars import SCALARS
 from fingerprints.schema.types import (
@@ -47,6 +48,27 @@ class Query:
         resolver=queries.similar,
         description="Entities similar to one entity, a raw vector or several entities (their centroid); "
         "one feature type or several weighted ones; any target entity type.",
+    )
+    track: Track = strawberry.field(resolver=queries.track, description="A track; NOT_FOUND when unknown.")
+    album: Album = strawberry.field(resolver=queries.album, description="An album; NOT_FOUND when unknown.")
+    artist: Artist = strawberry.field(
+        resolver=queries.artist, description="An artist; NOT_FOUND when unknown."
+    )
+    playlist: Playlist = strawberry.field(
+        resolver=queries.playlist,
+        description="A playlist; NOT_FOUND when unknown or not yours (X-User-Id) unless admin.",
+    )
+    tracks: list[Track | None] = strawberry.field(
+        resolver=queries.tracks, description="Tracks by id, in order; null for unknown ids."
+    )
+    albums: list[Album | None] = strawberry.field(
+        resolver=queries.albums, description="Albums by id, in order; null for unknown ids."
+    )
+    artists: list[Artist | None] = strawberry.field(
+        resolver=queries.artists, description="Artists by id, in order; null for unknown ids."
+    )
+    playlists: list[Playlist | None] = strawberry.field(
+        resolver=queries.playlists, description="Playlists by id, in order; null for unknown or not yours."
     )
     aggregation_job: AggregationJob = strawberry.field(
         resolver=queries.aggregation_job, description="An aggregation job's status and progress."

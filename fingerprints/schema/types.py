@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import strawberry
 
 from fingerprints import domain
+from fingerprints.schema.context import Info
 from fingerprints.schema.scalars import JSON, Vector
 from fingerprints.service.aggregation import Job as JobValue
 from fingerprints.service.catalog import CatalogResult as CatalogResultValue
@@ -17,6 +20,9 @@ from fingerprints.service.similarity import BatchResult as BatchResultValue
 from fingerprints.service.similarity import SimilarItem as SimilarItemValue
 from fingerprints.service.similarity import SimilarResult as SimilarResultValue
 from fingerprints.service.stats import FingerprintStats as StatsValue
+
+if TYPE_CHECKING:
+    from fingerprints.schema.catalog import CatalogEntity
 
 EntityType = strawberry.enum(domain.EntityType, description="A catalog entity that can have a fingerprint.")
 AggregationMethod = strawberry.enum(
@@ -227,6 +233,14 @@ class SimilarItem:
         "a weighted mean over features for multi-feature queries."
     )
     distance: float | None = strawberry.field(description="Euclidean distance (euclidean types only).")
+
+    @strawberry.field(description="The similar entity's details (null if it is not visible to you).")
+    async def entity(
+        self, info: Info
+    ) -> Annotated[CatalogEntity, strawberry.lazy("fingerprints.schema.catalog")] | None:  # noqa: F821
+        from fingerprints.schema.catalog import load_entity  # the catalog types build on this module
+
+        return await load_entity(info, domain.EntityType(self.entity_type), str(self.entity_id))
 
     @classmethod
     def of(cls, item: SimilarItemValue) -> SimilarItem:

@@ -6,13 +6,14 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from fingerprints.auth import Authenticator, TokenAuthenticator, load_or_create_admin_token
 from fingerprints.config import Settings
+from fingerprints.domain import FeatureType
 from fingerprints.index.registry import IndexParams, SimilarityIndex
 from fingerprints.store.database import Databases, open_databases
 
@@ -27,6 +28,8 @@ class Services:
     authenticator: Authenticator
     index: SimilarityIndex
     scheduler: Any = None  # the aggregation Scheduler, while the app runs
+    # Feature types by id (None: unknown), read on every query; cleared by every type write.
+    type_cache: dict[str, FeatureType | None] = field(default_factory=dict)
 
 
 def open_services(settings: Settings) -> Services:

@@ -63,7 +63,20 @@ def register_feature_type(
         if types_store.get_feature_type(conn, type_id=feature_type.id) is not None:
             raise Conflict(f"feature type {feature_type.id!r} already exists", field="id")
         types_store.insert_feature_type(conn, feature_type=feature_type)
+    svc.type_cache.clear()
     return feature_type
+
+
+def cached_feature_type(svc: Services, type_id: str) -> FeatureType | None:
+    """The feature type (None if unknown) from memory; one database read per id until the
+    next change to any feature type through this service."""
+    try:
+        return svc.type_cache[type_id]
+    except KeyError:
+        with svc.dbs.catalog.read() as conn:
+            feature_type = types_store.get_feature_type(conn, type_id=type_id)
+        svc.type_cache[type_id] = feature_type
+        return feature_type
 
 
 def get_feature_type(svc: Services, *, type_id: str) -> FeatureType:
@@ -159,6 +172,7 @@ def update_feature_type(svc: Services, *, type_id: str, changes: Mapping[str, An
                     field="applies_to",
                 )
         types_store.update_feature_type(conn, feature_type=updated)
+    svc.type_cache.clear()
     indexing.feature_type_changed(svc, updated)
     if updated.aggregation_method is not current.aggregation_method or (
         updated.is_active and not current.is_active
@@ -181,6 +195,8 @@ def bump_feature_type_version(svc: Services, *, type_id: str) -> VersionBump:
         current = _require(conn, type_id)
         bumped = dataclasses.replace(current, current_version=current.current_version + 1, updated_at=now())
         types_store.update_feature_type(conn, feature_type=bumped)
+    svc.type_cache.clear()
+    with svc.dbs.catalog.read() as conn:
         outdated = count_all_maps(svc, conn, type_id=type_id, below_version=bumped.current_version)
     return VersionBump(
         type_id=type_id,

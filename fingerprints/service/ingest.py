@@ -26,10 +26,10 @@ from fingerprints.domain import (
 from fingerprints.errors import PayloadTooLarge, Rejected, ValidationError
 from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, now
+from fingerprints.service.feature_types import cached_feature_type
 from fingerprints.service.inputs import as_int, as_list
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
-from fingerprints.store import feature_types as types_store
 from fingerprints.store.feature_maps import NewFeatureMap
 
 ITEM_KEYS = frozenset({"entity_type", "entity_id", "vector", "metadata"})
@@ -69,8 +69,7 @@ def ingest_feature_maps(
         raise ValidationError("feature_type_id must be a non-empty string", field="feature_type_id")
 
     result = IngestResult()
-    with svc.dbs.catalog.read() as conn:
-        feature_type = types_store.get_feature_type(conn, type_id=feature_type_id)
+    feature_type = cached_feature_type(svc, feature_type_id)
     refusal = _refuse_batch(feature_type, feature_type_id, version)
     if refusal is not None:
         code, message = refusal

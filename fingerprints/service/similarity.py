@@ -16,11 +16,11 @@ from fingerprints.index.exact import ExactIndex
 from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
 from fingerprints.service.base import Services
+from fingerprints.service.feature_types import cached_feature_type
 from fingerprints.service.fingerprints import check_playlist_visible
 from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
 from fingerprints.store import catalog as catalog_store
-from fingerprints.store import feature_maps as maps_store
-from fingerprints.store import feature_types as types_store
+from fingerprints.store import graph as graph_store
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -80,8 +80,7 @@ def parse_min_score(value: object) -> float | None:
 
 def _feature_type(svc: Services, type_id: object, *, field: str) -> FeatureType:
     tid = as_id(type_id, field=field)
-    with svc.dbs.catalog.read() as conn:
-        feature_type = types_store.get_feature_type(conn, type_id=tid)
+    feature_type = cached_feature_type(svc, tid)
     if feature_type is None:
         raise NotFound(f"unknown feature type {tid!r}", field=field)
     if not feature_type.is_active:
@@ -131,27 +130,31 @@ def _target(features: list[Weighted], target: object, default: EntityType) -> En
 def _entity_vectors(
     svc: Services, refs: Sequence[EntityRef], feature_type: FeatureType, viewer: Principal
 ) -> np.ndarray:
-    """The stored vectors of some entities for one feature type; 404 naming what is missing."""
-    rows = []
-    for ref in refs:
-        if ref.entity_type is EntityType.PLAYLIST:
-            check_playlist_visible(svc, playlist_id=ref.entity_id, viewer=viewer)
-        db = svc.dbs.for_entity(ref.entity_type)
-        with db.read() as conn:
-            maps = maps_store.get_feature_maps(
-                conn, entity_type=ref.entity_type, entity_id=ref.entity_id, type_ids=[feature_type.id]
+    """The stored vectors of some entities for one feature type (one read per entity type);
+    404 naming what is missing."""
+    found: dict[EntityRef, np.ndarray] = {}
+    for entity_type in dict.fromkeys(r.entity_type for r in refs):
+        ids = list(dict.fromkeys(r.entity_id for r in refs if r.entity_type is entity_type))
+        if entity_type is EntityType.PLAYLIST:
+            for playlist_id in ids:
+                check_playlist_visible(svc, playlist_id=playlist_id, viewer=viewer)
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            maps = graph_store.maps_of(
+                conn, entity_type=entity_type, entity_ids=ids, type_ids=[feature_type.id]
             )
-            if not maps and not catalog_store.existing_ids(
-                conn, entity_type=ref.entity_type, ids=[ref.entity_id]
-            ):
-                raise NotFound(f"{ref.entity_type.value} {ref.entity_id!r} not found", field="entity_id")
-        if not maps:
+            missing = [i for i in ids if i not in maps]
+            known = (
+                catalog_store.existing_ids(conn, entity_type=entity_type, ids=missing) if missing else set()
+            )
+        for entity_id in missing:
+            if entity_id not in known:
+                raise NotFound(f"{entity_type.value} {entity_id!r} not found", field="entity_id")
             raise NotFound(
-                f"{ref.entity_type.value} {ref.entity_id!r} has no {feature_type.id!r} feature map",
+                f"{entity_type.value} {entity_id!r} has no {feature_type.id!r} feature map",
                 field="feature_type",
             )
-        rows.append(maps[0].vector)
-    return np.stack(rows)
+        found.update({EntityRef(entity_type, i): m[0].vector for i, m in maps.items()})
+    return np.stack([found[r] for r in refs])
 
 
 def _raw_vector(value: object, feature_type: FeatureType) -> np.ndarray:

@@ -39,7 +39,7 @@ PLAYLIST_MAP_COLUMNS = ["playlist_id", *MAP_COLUMNS[2:]]
 UPDATED_COLUMNS = ["version", "vector", "computed_at", "metadata"]
 
 
-def _table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[ColumnElement[bool]]]:
+def entity_table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[ColumnElement[bool]]]:
     """The table, its entity-id column and the row filter that holds one entity type."""
     if entity_type is EntityType.PLAYLIST:
         return playlist_feature_maps, playlist_feature_maps.c.playlist_id, []
@@ -78,7 +78,7 @@ def bump_generation(conn: Connection, *, type_id: str | None, entity_type: Entit
 
 def count_key(conn: Connection, *, type_id: str, entity_type: EntityType) -> int:
     """How many maps one (feature type, entity type) has."""
-    table, _, where = _table(entity_type)
+    table, _, where = entity_table(entity_type)
     stmt = select(func.count()).select_from(table).where(table.c.feature_type_id == type_id, *where)
     return int(conn.execute(stmt).scalar_one())
 
@@ -99,7 +99,7 @@ def get_feature_maps(
     type_ids: Sequence[str] | None = None,
 ) -> list[FeatureMap]:
     """All maps of one entity (optionally only some types), ordered by feature type id."""
-    table, id_col, where = _table(entity_type)
+    table, id_col, where = entity_table(entity_type)
     stmt = select(
         table.c.feature_type_id,
         table.c.version,
@@ -126,7 +126,7 @@ def load_vectors(
     conn: Connection, *, entity_type: EntityType, type_id: str, dimension: int
 ) -> tuple[list[str], np.ndarray]:
     """Every vector of one (feature type, entity type): ids and one (n, dimension) matrix."""
-    table, id_col, where = _table(entity_type)
+    table, id_col, where = entity_table(entity_type)
     stmt = select(id_col, table.c.vector).where(table.c.feature_type_id == type_id, *where).order_by(id_col)
     rows = dialect.raw_rows(conn, stmt)
     if not rows:
@@ -152,7 +152,7 @@ def delete_entity_maps(
     type_id: str | None = None,
 ) -> int:
     """Delete the maps of some entities of one type (optionally one feature type only)."""
-    table, id_col, where = _table(entity_type)
+    table, id_col, where = entity_table(entity_type)
     ids = list(dict.fromkeys(entity_ids))
     deleted = 0
     for start in range(0, len(ids), CHUNK):

@@ -1,0 +1,296 @@
+"""The catalog graph (design §5, §6): tracks, albums, artists and playlists, each with its
+fingerprint and its similar entities. Every lookup goes through the request's DataLoaders."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import strawberry
+
+from fingerprints import domain
+from fingerprints.errors import NotFound, ValidationError
+from fingerprints.schema.context import Info
+from fingerprints.schema.inputs import FeatureWeightInput
+from fingerprints.schema.scalars import Vector
+from fingerprints.schema.types import EntityType, FeatureMap, SimilarItem
+from fingerprints.service import graph, similarity
+from fingerprints.service.base import call
+from fingerprints.store.graph import AlbumRecord, ArtistRecord, PlaylistRecord, TrackRecord
+
+MAX_PAGE = 100
+
+
+async def _fingerprint(
+    root: Any,
+    info: Info,
+    types: Annotated[
+        list[strawberry.ID] | None, strawberry.argument(description="Only these feature types; null: all.")
+    ] = None,
+) -> list[FeatureMap]:
+    key = (root.ENTITY_TYPE, str(root.id), tuple(sorted(str(t) for t in types)) if types else None)
+    maps = await info.context.loaders.feature_maps.load(key)
+    versions = await info.context.loaders.current_versions(info.context.services)
+    return [
+        FeatureMap(
+            feature_type=strawberry.ID(m.feature_type_id),
+            version=m.version,
+            vector=Vector(m.vector),
+            computed_at=m.computed_at,
+            metadata=m.metadata,
+            outdated=m.version < versions.get(m.feature_type_id, m.version),
+        )
+        for m in maps
+    ]
+
+
+async def _similar(
+    root: Any,
+    info: Info,
+    feature_type: strawberry.ID | None = None,
+    features: list[FeatureWeightInput] | None = None,
+    limit: Annotated[int, strawberry.argument(description="1..1000.")] = 20,
+    min_score: float | None = None,
+    target_entity_type: Annotated[
+        EntityType | None,  # type: ignore[valid-type]
+        strawberry.argument(description="Default: this entity's type."),
+    ] = None,
+    exclude_ids: list[strawberry.ID] | None = None,
+) -> list[SimilarItem]:
+    result = await call(
+        similarity.find_similar,
+        info.context.services,
+        query={"entity_type": root.ENTITY_TYPE, "entity_id": str(root.id)},
+        feature_type=feature_type,
+        features=[{"feature_type": str(f.feature_type), "weight": f.weight} for f in features]
+        if features is not None
+        else None,
+        target_entity_type=target_entity_type,
+        limit=limit,
+        min_score=min_score,
+        exclude_ids=[str(e) for e in exclude_ids] if exclude_ids is not None else None,
+        viewer=info.context.principal,
+    )
+    return [SimilarItem.of(item) for item in result.results]
+
+
+def fingerprint_field() -> Any:
+    return strawberry.field(
+        resolver=_fingerprint, description="Feature maps of this entity (resolved only when asked)."
+    )
+
+
+def similar_field() -> Any:
+    return strawberry.field(
+        resolver=_similar,
+        description="Entities similar to this one by one feature type or several weighted ones; "
+        "select `entity` on each item for its details.",
+    )
+
+
+@strawberry.type(description="An artist credited on a track.")
+class ArtistCredit:
+    artist: Artist = strawberry.field(description="The artist.")
+    role: str = strawberry.field(description="main or featured.")
+
+
+@strawberry.type(description="A page of albums.")
+class AlbumPage:
+    items: list[Album] = strawberry.field(description="The albums, by id.")
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool = strawberry.field(description="Whether more follow.")
+
+
+@strawberry.type(description="A page of tracks.")
+class TrackPage:
+    items: list[Track] = strawberry.field(description="The tracks, by id.")
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool = strawberry.field(description="Whether more follow.")
+
+
+@strawberry.type(description="A track of the catalog.")
+class Track:
+    ENTITY_TYPE = domain.EntityType.TRACK
+    id: strawberry.ID = strawberry.field(description="Track id.")
+    name: str = strawberry.field(description="Title.")
+    duration_ms: int = strawberry.field(description="Length in milliseconds.")
+    popularity: int = strawberry.field(description="0-100.")
+    explicit: bool = strawberry.field(description="Explicit lyrics.")
+    track_number: int = strawberry.field(description="Position on its disc.")
+    disc_number: int = strawberry.field(description="Disc of the album.")
+    language: str | None = strawberry.field(description="Language code.")
+    album_id: strawberry.Private[str]
+    fingerprint: list[FeatureMap] = fingerprint_field()
+    similar: list[SimilarItem] = similar_field()
+
+    @classmethod
+    def of(cls, r: TrackRecord) -> Track:
+        return cls(
+            id=strawberry.ID(r.id),
+            name=r.name,
+            duration_ms=r.duration_ms,
+            popularity=r.popularity,
+            explicit=r.explicit,
+            track_number=r.track_number,
+            disc_number=r.disc_number,
+            language=r.language,
+            album_id=r.album_id,
+        )
+
+    @strawberry.field(description="The album it is on.")
+    async def album(self, info: Info) -> Album | None:
+        record = await info.context.loaders.album.load(self.album_id)
+        return Album.of(record) if record else None
+
+    @strawberry.field(description="Its artists, main artists first, with their role.")
+    async def artists(self, info: Info) -> list[ArtistCredit]:
+        credits = await info.context.loaders.track_credits.load(str(self.id))
+        records = await info.context.loaders.artist.load_many([a for a, _ in credits])
+        return [
+            ArtistCredit(artist=Artist.of(r), role="main" if role == 0 else "featured")
+            for r, (_, role) in zip(records, credits, strict=True)
+            if r is not None
+        ]
+
+
+@strawberry.type(description="An album of the catalog.")
+class Album:
+    ENTITY_TYPE = domain.EntityType.ALBUM
+    id: strawberry.ID = strawberry.field(description="Album id.")
+    name: str = strawberry.field(description="Title.")
+    album_type: str = strawberry.field(description="album, single, compilation...")
+    label: str = strawberry.field(description="Record label.")
+    popularity: int = strawberry.field(description="0-100.")
+    release_date: str = strawberry.field(description="Release date (precision: releaseDatePrecision).")
+    release_date_precision: str = strawberry.field(description="day, month or year.")
+    fingerprint: list[FeatureMap] = fingerprint_field()
+    similar: list[SimilarItem] = similar_field()
+
+    @classmethod
+    def of(cls, r: AlbumRecord) -> Album:
+        return cls(
+            id=strawberry.ID(r.id),
+            name=r.name,
+            album_type=r.album_type,
+            label=r.label,
+            popularity=r.popularity,
+            release_date=r.release_date,
+            release_date_precision=r.release_date_precision,
+        )
+
+    @strawberry.field(description="Its artists, in credit order.")
+    async def artists(self, info: Info) -> list[Artist]:
+        ids = await info.context.loaders.album_artists.load(str(self.id))
+        return [Artist.of(r) for r in await info.context.loaders.artist.load_many(ids) if r is not None]
+
+    @strawberry.field(description="Its tracks in disc and track order.")
+    async def tracks(self, info: Info) -> list[Track]:
+        ids = await info.context.loaders.album_tracks.load(str(self.id))
+        return [Track.of(r) for r in await info.context.loaders.track.load_many(ids) if r is not None]
+
+
+def _page_size(first: int) -> int:
+    if not 1 <= first <= MAX_PAGE:
+        raise ValidationError(f"first must be in 1..{MAX_PAGE}", field="first")
+    return first
+
+
+@strawberry.type(description="An artist of the catalog.")
+class Artist:
+    ENTITY_TYPE = domain.EntityType.ARTIST
+    id: strawberry.ID = strawberry.field(description="Artist id.")
+    name: str = strawberry.field(description="Name.")
+    popularity: int = strawberry.field(description="0-100.")
+    followers_total: int = strawberry.field(description="Followers.")
+    fingerprint: list[FeatureMap] = fingerprint_field()
+    similar: list[SimilarItem] = similar_field()
+
+    @classmethod
+    def of(cls, r: ArtistRecord) -> Artist:
+        return cls(
+            id=strawberry.ID(r.id), name=r.name, popularity=r.popularity, followers_total=r.followers_total
+        )
+
+    @strawberry.field(description="Genres, alphabetically.")
+    async def genres(self, info: Info) -> list[str]:
+        return await info.context.loaders.genres.load(str(self.id))
+
+    @strawberry.field(description="Albums credited to the artist, by id, a page at a time.")
+    async def albums(self, info: Info, first: int = 20, after: str | None = None) -> AlbumPage:
+        ids, more = await call(
+            _artist_page, info, str(self.id), domain.EntityType.ALBUM, _page_size(first), after
+        )
+        records = await info.context.loaders.album.load_many(ids)
+        return AlbumPage(
+            items=[Album.of(r) for r in records if r is not None],
+            end_cursor=ids[-1] if ids else None,
+            has_next_page=more,
+        )
+
+    @strawberry.field(description="Tracks the artist is credited on, by id, a page at a time.")
+    async def tracks(self, info: Info, first: int = 20, after: str | None = None) -> TrackPage:
+        ids, more = await call(
+            _artist_page, info, str(self.id), domain.EntityType.TRACK, _page_size(first), after
+        )
+        records = await info.context.loaders.track.load_many(ids)
+        return TrackPage(
+            items=[Track.of(r) for r in records if r is not None],
+            end_cursor=ids[-1] if ids else None,
+            has_next_page=more,
+        )
+
+
+def _artist_page(
+    info: Info, artist_id: str, kind: domain.EntityType, first: int, after: str | None
+) -> tuple[list[str], bool]:
+    return graph.artist_page(info.context.services, artist_id=artist_id, kind=kind, first=first, after=after)
+
+
+@strawberry.type(description="A user's playlist: visible to its owner and to admin only.")
+class Playlist:
+    ENTITY_TYPE = domain.EntityType.PLAYLIST
+    id: strawberry.ID = strawberry.field(description="Playlist id.")
+    name: str | None = strawberry.field(description="Title.")
+    owner_id: int = strawberry.field(description="The owning user's id.")
+    created: int | None = strawberry.field(description="Creation time, Unix seconds.")
+    fingerprint: list[FeatureMap] = fingerprint_field()
+    similar: list[SimilarItem] = similar_field()
+
+    @classmethod
+    def of(cls, r: PlaylistRecord) -> Playlist:
+        return cls(id=strawberry.ID(r.id), name=r.name, owner_id=r.user_id, created=r.created)
+
+    @strawberry.field(description="Its tracks in playlist order.")
+    async def tracks(self, info: Info) -> list[Track]:
+        ids = await info.context.loaders.playlist_tracks.load(str(self.id))
+        return [Track.of(r) for r in await info.context.loaders.track.load_many(ids) if r is not None]
+
+
+CatalogEntity = Annotated[
+    Track | Album | Artist | Playlist,
+    strawberry.union("CatalogEntity", description="A track, album, artist or playlist."),
+]
+
+
+async def load_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Any:
+    """One entity through the request's loaders; None when missing or not visible."""
+    loaders = info.context.loaders
+    if entity_type is domain.EntityType.TRACK:
+        t = await loaders.track.load(entity_id)
+        return Track.of(t) if t else None
+    if entity_type is domain.EntityType.ALBUM:
+        a = await loaders.album.load(entity_id)
+        return Album.of(a) if a else None
+    if entity_type is domain.EntityType.ARTIST:
+        r = await loaders.artist.load(entity_id)
+        return Artist.of(r) if r else None
+    p = await loaders.playlist.load(entity_id)
+    if p is None or not info.context.principal.can_see_playlist(p.user_id):
+        return None
+    return Playlist.of(p)
+
+
+async def require_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Any:
+    entity = await load_entity(info, entity_type, entity_id)
+    if entity is None:
+        raise NotFound(f"{entity_type.value} {entity_id!r} not found", field="id")
+    return entity

@@ -67,28 +67,36 @@ def owners_of_tracks(
 
 
 def memberships(
-    conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str], main_only: bool = False
+    conn: Connection,
+    *,
+    entity_type: EntityType,
+    owner_ids: Sequence[str] | None,
+    main_only: bool = False,
 ) -> list[tuple[str, str]]:
-    """(owner id, track id) pairs of the given owners; a playlist's duplicates counted once."""
+    """(owner id, track id) pairs of the given owners (None: of every owner, in one scan);
+    a playlist's duplicates counted once."""
     rows: list[tuple[str, str]] = []
-    for chunk in _chunks(owner_ids):
+    for chunk in _chunks(owner_ids) if owner_ids is not None else [None]:
         if entity_type is EntityType.ALBUM:
-            stmt: Any = (
-                select(albums.c.id, tracks.c.id)
-                .select_from(tracks.join(albums, albums.c.rowid == tracks.c.album_rowid))
-                .where(albums.c.id.in_(chunk))
+            stmt: Any = select(albums.c.id, tracks.c.id).select_from(
+                tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
             )
+            owner_col: Any = albums.c.id
         elif entity_type is EntityType.ARTIST:
             join = track_artists.join(artists, artists.c.rowid == track_artists.c.artist_rowid).join(
                 tracks, tracks.c.rowid == track_artists.c.track_rowid
             )
-            stmt = select(artists.c.id, tracks.c.id).select_from(join).where(artists.c.id.in_(chunk))
+            stmt = select(artists.c.id, tracks.c.id).select_from(join)
             if main_only:
                 stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
             stmt = stmt.distinct()
+            owner_col = artists.c.id
         else:
             t = user_playlist_tracks
-            stmt = select(t.c.playlist_id, t.c.track_id).where(t.c.playlist_id.in_(chunk)).distinct()
+            stmt = select(t.c.playlist_id, t.c.track_id).distinct()
+            owner_col = t.c.playlist_id
+        if chunk is not None:
+            stmt = stmt.where(owner_col.in_(chunk))
         rows.extend(dialect.raw_rows(conn, stmt))
     return rows
 
@@ -119,31 +127,36 @@ def owners_with_aggregates(conn: Connection, *, entity_type: EntityType, type_id
     return [row[0] for row in dialect.raw_rows(conn, stmt)]
 
 
-def track_weights(conn: Connection, *, track_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """track id -> (duration_ms, popularity)."""
+def track_weights(conn: Connection, *, track_ids: Sequence[str] | None) -> dict[str, tuple[int, int]]:
+    """track id -> (duration_ms, popularity), of some tracks or (None) all of them."""
     found: dict[str, tuple[int, int]] = {}
-    for chunk in _chunks(track_ids):
-        stmt = select(tracks.c.id, tracks.c.duration_ms, tracks.c.popularity).where(tracks.c.id.in_(chunk))
+    for chunk in _chunks(track_ids) if track_ids is not None else [None]:
+        stmt = select(tracks.c.id, tracks.c.duration_ms, tracks.c.popularity)
+        if chunk is not None:
+            stmt = stmt.where(tracks.c.id.in_(chunk))
         found.update((i, (d, p)) for i, d, p in dialect.raw_rows(conn, stmt))
     return found
 
 
 def track_vectors(
-    conn: Connection, *, type_id: str, track_ids: Sequence[str], dimension: int
+    conn: Connection, *, type_id: str, track_ids: Sequence[str] | None, dimension: int
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The tracks' maps of one feature type: ids, (n, dimension) matrix, versions."""
+    """Tracks' maps of one feature type: ids, (n, dimension) matrix, versions. ``track_ids``
+    None reads every track map of the type in one scan (what a large job wants)."""
     rows: list[tuple[Any, ...]] = []
-    for chunk in _chunks(track_ids):
+    for chunk in _chunks(track_ids) if track_ids is not None else [None]:
         stmt = select(feature_maps.c.entity_id, feature_maps.c.vector, feature_maps.c.version).where(
             feature_maps.c.feature_type_id == type_id,
             feature_maps.c.entity_type == EntityType.TRACK.value,
-            feature_maps.c.entity_id.in_(chunk),
         )
+        if chunk is not None:
+            stmt = stmt.where(feature_maps.c.entity_id.in_(chunk))
         rows.extend(dialect.raw_rows(conn, stmt))
     if not rows:
         return [], np.empty((0, dimension), np.float32), np.empty(0, np.int64)
-    ids, blobs, versions = zip(*rows, strict=True)
-    return list(ids), decode_vectors(blobs, dimension), np.array(versions, dtype=np.int64)
+    ids = [r[0] for r in rows]
+    matrix = decode_vectors([r[1] for r in rows], dimension)
+    return ids, matrix, np.array([r[2] for r in rows], dtype=np.int64)
 
 
 # ------------------------------------------------------------------ stale markers

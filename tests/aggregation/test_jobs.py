@@ -527,14 +527,14 @@ async def test_trigger_and_status_errors(tmp_path: Path) -> None:
 async def test_a_failing_part_fails_the_job_and_the_rest_still_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recompute = aggregation_service.recompute
+    gather = aggregation_service._gather
 
-    def failing_for_artists(svc: Any, feature_type: Any, entity_type: Any, owner_ids: Any) -> None:
+    def failing_for_artists(svc: Any, feature_type: Any, entity_type: Any, owner_ids: Any, **kw: Any) -> Any:
         if entity_type.value == "artist":
             raise RuntimeError("boom")
-        recompute(svc, feature_type, entity_type, owner_ids)
+        return gather(svc, feature_type, entity_type, owner_ids, **kw)
 
-    monkeypatch.setattr(aggregation_service, "recompute", failing_for_artists)
+    monkeypatch.setattr(aggregation_service, "_gather", failing_for_artists)
     data = tmp_path / "data"
     async with app_client(data) as (_, client):
         await seed(client)
@@ -556,7 +556,7 @@ async def test_a_failing_part_fails_the_job_and_the_rest_still_runs(
         stats = (await client.get("/v1/admin/fingerprints/stats", headers=ADMIN)).json()
         assert stats["last_aggregation"] is None
 
-        monkeypatch.setattr(aggregation_service, "recompute", recompute)
+        monkeypatch.setattr(aggregation_service, "_gather", gather)
         job = await run_job(client)
         assert job["progress"]["total"] == 3
         assert (await stored(client, "artist", "ar1"))["metadata"]["track_count"] == 4

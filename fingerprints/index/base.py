@@ -81,16 +81,19 @@ def prepare(vectors: np.ndarray, distance: Distance) -> np.ndarray:
     """Vectors as the index stores them: float32, C-contiguous, unit length under cosine."""
     matrix: np.ndarray = np.ascontiguousarray(vectors, dtype=np.float32)
     if distance is Distance.COSINE:
-        with np.errstate(over="ignore"):
-            norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-        huge = ~np.isfinite(norms[..., 0])
+        rows = matrix.reshape(-1, matrix.shape[-1])
+        # einsum, not linalg.norm: a tenth of the overhead for a single query vector, and the
+        # same arithmetic for one row as for a batch (so single and batch searches agree).
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))  # einsum overflows to inf silently
+        if 0 < norms.min() and norms.max() < np.inf:  # the usual case, kept short
+            return np.ascontiguousarray((rows / norms[:, None]).reshape(matrix.shape))
+        huge = ~np.isfinite(norms)
         if huge.any():  # float32 squares overflow near 1e19: those rows are normalised in float64
-            wide = matrix[huge].astype(np.float64)
-            scaled = wide / np.linalg.norm(wide, axis=-1, keepdims=True)
-            matrix = matrix.copy()
-            matrix[huge] = scaled.astype(np.float32)
+            wide = rows[huge].astype(np.float64)
+            rows = rows.copy()
+            rows[huge] = (wide / np.linalg.norm(wide, axis=-1, keepdims=True)).astype(np.float32)
             norms[huge] = 1
-        matrix = matrix / np.where(norms == 0, 1, norms).astype(np.float32)
+        matrix = (rows / np.where(norms == 0, 1, norms)[:, None]).reshape(matrix.shape)
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 

@@ -161,7 +161,23 @@ class HnswIndex:
         exclude: Collection[str] = (),
         min_score: float | None = None,
     ) -> Hits:
-        return self.search_batch(np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score)[0]
+        if exclude or min_score is not None or not 0 < k <= len(self):
+            return self.search_batch(
+                np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score
+            )[0]
+        # The common case, kept lean: one row, one thread (hnswlib starts threads per call
+        # when asked for more, which costs more than the search itself), no filtering.
+        q = prepare(np.asarray(query).reshape(1, -1), self.distance)
+        try:
+            labels, dist = self._index.knn_query(q, k=k, num_threads=1)
+        except RuntimeError:
+            return self.search_batch(q, k)[0]
+        keys = -dist[0] if self.distance is Distance.EUCLIDEAN else 1 - dist[0]
+        ids = self._ids[labels[0].astype(np.int64)].tolist()
+        if (keys[1:] == keys[:-1]).any():  # hnswlib's order is right unless two keys tie
+            order = order_by_key_then_id(ids, keys, k)
+            ids, keys = [ids[i] for i in order.tolist()], keys[order]
+        return hits_from_keys(ids, keys, self.distance)
 
     def search_batch(
         self,

@@ -27,7 +27,11 @@ async def _fingerprint(
         list[strawberry.ID] | None, strawberry.argument(description="Only these feature types; null: all.")
     ] = None,
 ) -> list[FeatureMap]:
-    key = (root.ENTITY_TYPE, str(root.id), tuple(sorted(str(t) for t in types)) if types else None)
+    key = (
+        root.ENTITY_TYPE,
+        str(root.id),
+        tuple(sorted(str(t) for t in types)) if types is not None else None,
+    )
     maps = await info.context.loaders.feature_maps.load(key)
     versions = await info.context.loaders.current_versions(info.context.services)
     return [

@@ -1,0 +1,402 @@
+"""SQL statements per GraphQL request (design §5: a track, its details and its similar tracks
+with their details in one request): the per-request DataLoaders batch every lookup, so the
+number of statements does not grow with the number of results, and no two requests share a
+loader cache.
+
+How statements are counted
+--------------------------
+SQLAlchemy's ``before_cursor_execute`` event only sees statements that go through SQLAlchemy's
+execution path (``Connection.execute`` / ``exec_driver_sql``). The catalog-graph reads use
+``fingerprints.store.dialect.raw_rows``, which compiles the Core statement and runs it on the
+plain DB-API cursor (``conn.connection.dbapi_connection.cursor()``): the engine never sees
+those. ``test_raw_rows_bypass_engine_events`` shows this. So the counter is both:
+
+- the engine events on ``dbs.catalog.engine`` and ``dbs.user.engine`` (the ``BEGIN`` each read
+  transaction issues, and the statements run through ``conn.execute``), and
+- a wrapper around ``dialect.raw_rows`` and ``dialect.existing_values`` (the other DB-API
+  cursor reader), installed with monkeypatch; ``fingerprints.store.graph`` looks
+  ``dialect.raw_rows`` up on the module at each call, so the wrapper sees every call.
+
+Only the statements of the request under test are counted: the test sets a context variable
+around the POST; httpx's ASGI transport runs the app in the caller's task, asyncio tasks and
+``call_soon`` callbacks (DataLoader dispatch) copy the context, and ``anyio.to_thread.run_sync``
+runs the worker function in a copy of it. The aggregation scheduler, which polls the job
+queue on the catalog engine from its own task, is therefore not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+from sqlalchemy import event
+
+from fingerprints.app import create_app
+from fingerprints.config import Settings
+from fingerprints.schema import context as context_module
+from fingerprints.service import graph as graph_service
+from fingerprints.store import dialect
+from tests.api.similar_helpers import gql, ingest, load_catalog, register_type
+from tests.helpers import ADMIN_TOKEN, running_client
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+N_TRACKS, N_ALBUMS, N_ARTISTS = 3000, 300, 150
+ROOT = "tr00042"
+
+REQUEST: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_under_test", default=None)
+
+
+def track_id(i: int) -> str:
+    return f"tr{i:05d}"
+
+
+def catalog() -> dict[str, Any]:
+    """3000 tracks on 300 albums (track i on album i % 300) by 150 artists; each track has its
+    album's artist as main artist and another one featured; artists have genres."""
+    return {
+        "artists": [
+            {"id": f"ar{a:03d}", "name": f"Artist {a}", "genres": ["pop", f"g{a % 7}"], "popularity": a % 101}
+            for a in range(N_ARTISTS)
+        ],
+        "albums": [
+            {"id": f"al{j:03d}", "name": f"Album {j}", "artist_ids": [f"ar{j % N_ARTISTS:03d}"]}
+            for j in range(N_ALBUMS)
+        ],
+        "tracks": [
+            {
+                "id": track_id(i),
+                "name": f"Track {i}",
+                "album_id": f"al{i % N_ALBUMS:03d}",
+                "artist_ids": [f"ar{(i % N_ALBUMS) % N_ARTISTS:03d}"],
+                "featured_artist_ids": [f"ar{(i * 7 + 3) % N_ARTISTS:03d}"]
+                if (i * 7 + 3) % N_ARTISTS != (i % N_ALBUMS) % N_ARTISTS
+                else [],
+                "track_number": 1 + i // N_ALBUMS,
+                "language": "en",
+            }
+            for i in range(N_TRACKS)
+        ],
+    }
+
+
+# ------------------------------------------------------------------ the statement counter
+
+KINDS = [  # (kind, pattern on the SQL text); the first match wins
+    ("begin", r"^BEGIN"),
+    ("tracks", r"^SELECT tracks\.id, tracks\.name\b"),
+    ("albums", r"^SELECT albums\.id, albums\.name\b"),
+    ("artists", r"^SELECT artists\.id, artists\.name\b"),
+    ("track_credits", r"^SELECT tracks\.id, artists\.id\b"),
+    ("album_artists", r"^SELECT albums\.id, artists\.id\b"),
+    ("album_tracks", r"^SELECT albums\.id, tracks\.id\b"),
+    ("genres", r"^SELECT artists\.id, artist_genres\.genre\b"),
+    ("feature_maps", r"\bFROM (feature_maps|playlist_feature_maps)\b"),
+    ("feature_types", r"\bFROM feature_map_types\b"),
+    ("playlists", r"\bFROM user_playlist\b"),
+    ("playlist_tracks", r"\bFROM user_playlist_tracks\b"),
+]
+
+
+def kind_of(sql: str) -> str:
+    text = " ".join(sql.split())
+    for kind, pattern in KINDS:
+        if re.search(pattern, text):
+            return kind
+    return f"other: {text[:80]}"
+
+
+@dataclass
+class Recorded:
+    request: str
+    source: str  # "engine:<db>" or "raw_rows" / "existing_values"
+    kind: str
+    nested: bool  # seen by an engine event while raw_rows / existing_values ran (would double count)
+
+
+@dataclass
+class StatementLog:
+    entries: list[Recorded] = field(default_factory=list)
+    _raw_depth: threading.local = field(default_factory=threading.local)
+
+    def add(self, source: str, sql: str) -> None:
+        tag = REQUEST.get()
+        if tag is not None:
+            nested = source.startswith("engine") and getattr(self._raw_depth, "n", 0) > 0
+            self.entries.append(Recorded(tag, source, kind_of(sql), nested))
+
+    def of(self, request: str) -> list[Recorded]:
+        return [e for e in self.entries if e.request == request]
+
+    def kinds(self, request: str, *, with_begin: bool = False) -> Counter[str]:
+        """Statements of one request by kind, each counted once."""
+        return Counter(e.kind for e in self.of(request) if not e.nested and (with_begin or e.kind != "begin"))
+
+
+@dataclass
+class Env:
+    client: httpx.AsyncClient
+    app: Any
+    log: StatementLog
+    vectors: dict[str, np.ndarray]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("graphql-statements") / "data",
+        admin_token=ADMIN_TOKEN,
+        aggregation_interval=0,
+    )
+    app = create_app(settings)
+    async with running_client(app) as client:
+        await load_catalog(client, catalog())
+        await register_type(client, "audio", 16, applies_to=["track"])
+        rng = np.random.default_rng(11)
+        # independent random vectors: the neighbours of a track lie on many albums of many artists
+        vectors = {track_id(i): rng.normal(size=16).astype(np.float32) for i in range(N_TRACKS)}
+        await ingest(client, "audio", "track", vectors)
+
+        log = StatementLog()
+        dbs = app.state.services.dbs
+        listeners = []
+        for name, database in (("catalog", dbs.catalog), ("user", dbs.user)):
+
+            def on_execute(
+                conn: Any, cursor: Any, statement: str, *args: Any, _source: str = f"engine:{name}"
+            ) -> None:
+                log.add(_source, statement)
+
+            event.listen(database.engine, "before_cursor_execute", on_execute)
+            listeners.append((database.engine, on_execute))
+        try:
+            yield Env(client, app, log, vectors)
+        finally:
+            for engine, fn in listeners:
+                event.remove(engine, "before_cursor_execute", fn)
+
+
+@pytest.fixture
+def counting(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[StatementLog]:
+    """Wrap the DB-API cursor readers of ``dialect`` for the duration of one test."""
+    log = env.log
+    raw_rows, existing_values = dialect.raw_rows, dialect.existing_values
+
+    def counted_raw_rows(conn: Any, stmt: Any) -> Any:
+        log.add("raw_rows", str(stmt.compile(dialect=conn.dialect)))
+        log._raw_depth.n = getattr(log._raw_depth, "n", 0) + 1
+        try:
+            return raw_rows(conn, stmt)
+        finally:
+            log._raw_depth.n -= 1
+
+    def counted_existing_values(conn: Any, column: Any, values: Any) -> Any:
+        log.add("existing_values", f"SELECT {column.name} FROM {column.table.name}")
+        log._raw_depth.n = getattr(log._raw_depth, "n", 0) + 1
+        try:
+            return existing_values(conn, column, values)
+        finally:
+            log._raw_depth.n -= 1
+
+    monkeypatch.setattr(dialect, "raw_rows", counted_raw_rows)
+    monkeypatch.setattr(dialect, "existing_values", counted_existing_values)
+    log.entries.clear()
+    yield log
+    log.entries.clear()
+
+
+async def tagged(env: Env, tag: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST one GraphQL request whose statements are recorded under ``tag``."""
+    token = REQUEST.set(tag)
+    try:
+        answer = await gql(env.client, query, variables)
+    finally:
+        REQUEST.reset(token)
+    assert "errors" not in answer, answer
+    return answer["data"]  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ the counting method
+
+
+async def test_raw_rows_bypass_engine_events(env: Env, counting: StatementLog) -> None:
+    """Why the counter wraps ``raw_rows``: the engine events see the read transaction's BEGIN
+    but not the SELECT that ``raw_rows`` runs on the DB-API cursor."""
+    await tagged(env, "one", '{ tracks(ids: ["tr00001", "tr00002"]) { id } }')
+    entries = counting.of("one")
+    assert [(e.source, e.kind) for e in entries] == [("engine:catalog", "begin"), ("raw_rows", "tracks")], (
+        entries
+    )
+    # the engine hook saw nothing while raw_rows ran: it alone would have counted no SELECT
+    assert not [e for e in entries if e.nested]
+
+
+# ------------------------------------------------------------------ the track page
+
+TRACK_PAGE = """
+query TrackPage($id: ID!, $limit: Int!) {
+  track(id: $id) {
+    id name durationMs popularity explicit trackNumber discNumber language
+    album { id name albumType label releaseDate artists { name } tracks { id } }
+    artists { role artist { id name genres popularity } }
+    fingerprint(types: ["audio"]) { featureType version vector computedAt metadata outdated }
+    similar(featureType: "audio", limit: $limit) {
+      entityType entityId score
+      entity { __typename ... on Track { id name album { id name } artists { artist { id name } } } }
+    }
+  }
+}
+"""
+
+# What the track page reads, per kind. Five kinds are asked once per request at one place
+# and take exactly that many reads. Four kinds are asked at several places and their count
+# moves a little from run to run, for two reasons that do not depend on the number of results:
+#
+# - coalescing: two places that ask the same loader share one read when their loads are
+#   pending in the same event-loop turn, which depends on when worker threads finish;
+# - cache hits: a similar track whose record the request already loaded (it is on the same
+#   album, so `album.tracks` asked for it) resolves from the loader's cache at once or with
+#   that earlier batch, and its `album` / `artists` loads then form a batch of their own
+#   (a second "wave" of the same field: at most two waves, cached and not cached).
+#
+# So the exact total is not a fixed number (14 to 16 SELECTs measured), but it has a fixed
+# ceiling whatever the number of results, which the test checks at limit 5, 50 and 300.
+EXACT = {
+    "feature_types": 1,  # current versions, read once per request (the `outdated` flag)
+    "feature_maps": 2,  # the fingerprint field; the query vector of `similar`
+    "album_artists": 1,  # the album's artists
+    "album_tracks": 1,  # the album's track ids
+    "genres": 1,  # the track's artists' genres
+}
+RANGE = {
+    "tracks": (2, 3),  # the track (alone); the album's tracks; the similar tracks not yet loaded
+    "albums": (2, 3),  # the track's album (alone); the similar tracks' albums, in up to two waves
+    "track_credits": (2, 3),  # the track's credits (alone); the similar tracks', up to two waves
+    "artists": (1, 4),  # the track's artists; the album's artists; the similar tracks', two waves
+}
+CEILING = sum(EXACT.values()) + sum(high for _, high in RANGE.values())  # 19 SELECTs
+
+
+def check_track_page_reads(counts: Counter[str], what: str) -> int:
+    reads = sum(counts.values())
+    assert set(counts) <= set(EXACT) | set(RANGE), f"{what}: unexpected statements {counts}"
+    for kind, n in EXACT.items():
+        assert counts[kind] == n, f"{what}: {kind} read {counts[kind]} times, want {n}: {counts}"
+    for kind, (low, high) in RANGE.items():
+        assert low <= counts[kind] <= high, f"{what}: {kind} read {counts[kind]} times, want {low}..{high}"
+    assert reads <= CEILING, (what, counts)
+    return reads
+
+
+async def test_track_page_statements_do_not_grow_with_the_results(env: Env, counting: StatementLog) -> None:
+    await tagged(env, "warm-up", TRACK_PAGE, {"id": ROOT, "limit": 5})  # may load the index
+    measured: dict[int, list[tuple[int, int]]] = {5: [], 50: []}
+    spread: dict[int, tuple[int, int]] = {}
+    for run in range(4):
+        for limit in (5, 50):
+            tag = f"page-{limit}-{run}"
+            data = await tagged(env, tag, TRACK_PAGE, {"id": ROOT, "limit": limit})
+            similar = data["track"]["similar"]
+            assert len(similar) == limit
+            albums = {s["entity"]["album"]["id"] for s in similar}
+            artists = {c["artist"]["id"] for s in similar for c in s["entity"]["artists"]}
+            spread[limit] = (len(albums), len(artists))
+            reads = check_track_page_reads(counting.kinds(tag), tag)
+            begins = counting.kinds(tag, with_begin=True)["begin"]
+            # every read is its own short transaction: as many BEGINs as reads, never more
+            assert begins == reads, (tag, counting.kinds(tag, with_begin=True))
+            measured[limit].append((reads, reads + begins))
+    # the 50 similar tracks really span many albums and artists (one read each would show)
+    assert spread[50][0] >= 40 and spread[50][1] >= 40, spread
+    # one ceiling for both limits (checked per run above): no read per result
+    assert all(r <= CEILING for r, _ in measured[5] + measured[50]), measured
+    print(f"\nSELECTs (SELECT+BEGIN) per track page: limit 5 {measured[5]}, limit 50 {measured[50]}")
+
+
+async def test_track_page_statements_at_a_higher_limit(env: Env, counting: StatementLog) -> None:
+    """The same fixed count with 300 similar tracks (nearly every album and artist)."""
+    await tagged(env, "warm-up", TRACK_PAGE, {"id": ROOT, "limit": 5})
+    data = await tagged(env, "page-300", TRACK_PAGE, {"id": ROOT, "limit": 300})
+    assert len(data["track"]["similar"]) == 300
+    check_track_page_reads(counting.kinds("page-300"), "page-300")
+
+
+# ------------------------------------------------------------------ batching of the list roots
+
+
+async def test_tracks_by_ids_is_one_statement(env: Env, counting: StatementLog) -> None:
+    ids = [track_id(i * 53 % N_TRACKS) for i in range(50)]
+    data = await tagged(env, "ids", "query($ids: [ID!]!) { tracks(ids: $ids) { id name } }", {"ids": ids})
+    assert [t["id"] for t in data["tracks"]] == ids
+    assert counting.kinds("ids", with_begin=True) == Counter({"begin": 1, "tracks": 1})
+
+    # one level deeper: still one read per kind, not one per track
+    query = """
+    query($ids: [ID!]!) {
+      tracks(ids: $ids) { id album { id name } artists { role artist { id name genres } } }
+    }"""
+    data = await tagged(env, "ids-deep", query, {"ids": ids})
+    assert len({t["album"]["id"] for t in data["tracks"]}) == 50
+    assert counting.kinds("ids-deep") == Counter(
+        {"tracks": 1, "albums": 1, "track_credits": 1, "artists": 1, "genres": 1}
+    )
+
+
+# ------------------------------------------------------------------ no shared loader cache
+
+
+async def test_concurrent_requests_do_not_share_loaders(
+    env: Env, counting: StatementLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests in flight at once, asking for overlapping tracks: each loads all of its own
+    keys (nothing served from the other's cache) in a batch of its own, through a Loaders
+    object of its own."""
+    fetched: list[tuple[str | None, list[str]]] = []
+    both_in_flight = threading.Barrier(2, timeout=10)
+    tracks = graph_service.tracks
+
+    def recording_tracks(svc: Any, ids: Any) -> Any:
+        fetched.append((REQUEST.get(), list(ids)))
+        both_in_flight.wait()  # the two batches run at the same time (or the barrier breaks)
+        return tracks(svc, ids)
+
+    made: list[tuple[str | None, Any]] = []
+    make_loaders = context_module.make_loaders
+
+    def recording_make_loaders(svc: Any) -> Any:
+        loaders = make_loaders(svc)
+        made.append((REQUEST.get(), loaders))
+        return loaders
+
+    monkeypatch.setattr(graph_service, "tracks", recording_tracks)
+    monkeypatch.setattr(context_module, "make_loaders", recording_make_loaders)
+
+    query = "query($ids: [ID!]!) { tracks(ids: $ids) { id name } }"
+    a = [track_id(1), track_id(2), track_id(3)]
+    b = [track_id(2), track_id(3), track_id(4)]
+    first, second = await asyncio.gather(
+        tagged(env, "A", query, {"ids": a}), tagged(env, "B", query, {"ids": b})
+    )
+    assert [t["id"] for t in first["tracks"]] == a
+    assert [t["id"] for t in second["tracks"]] == b
+    assert sorted(fetched, key=lambda f: str(f[0])) == [("A", a), ("B", b)]
+    assert sorted(tag for tag, _ in made) == ["A", "B"]
+    assert made[0][1] is not made[1][1]
+    assert made[0][1].track is not made[1][1].track
+    assert counting.kinds("A") == counting.kinds("B") == Counter({"tracks": 1})
+
+    # the same request twice in a row: the second one reads again (no cache across requests)
+    fetched.clear()
+    both_in_flight = threading.Barrier(1)
+    await tagged(env, "again", query, {"ids": a})
+    assert fetched == [("again", a)]

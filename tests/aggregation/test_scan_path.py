@@ -15,7 +15,6 @@ from fingerprints.service.base import open_services
 from fingerprints.store import feature_maps as maps_store
 from tests.helpers import ADMIN_TOKEN
 
-
 DIMENSIONS = {"audio_spectrum": 128, "genre_profile": 64, "mood_profile": 32}
 
 

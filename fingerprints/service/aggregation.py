@@ -25,7 +25,7 @@ from fingerprints.aggregation.methods import aggregate
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.service import indexing
-from fingerprints.service.base import Services, now
+from fingerprints.service.base import Services, cached_feature_type, now
 from fingerprints.service.inputs import as_bool, as_id, as_list
 from fingerprints.store import aggregation as agg_store
 from fingerprints.store import feature_maps as maps_store
@@ -112,40 +112,37 @@ def mark_tracks_changed(
     playlists holding them (user.db) are stale for the given or every aggregating type."""
     if not track_ids:
         return
+    if type_ids is None:
+        candidates = aggregating_types(catalog_conn)
+    else:  # an ingest: its own type, from memory (this runs once per batch)
+        found = [cached_feature_type(svc, t) for t in type_ids]
+        candidates = [ft for ft in found if ft is not None and ft.is_active]
+    candidates = [ft for ft in candidates if ft.aggregation_method is not AggregationMethod.NONE]
     timestamp = now()
     main_only = svc.settings.aggregation_main_artists_only
-    for entity_type in (EntityType.ALBUM, EntityType.ARTIST):
-        types = [
-            ft.id
-            for ft in aggregating_types(catalog_conn, entity_type)
-            if type_ids is None or ft.id in type_ids
-        ]
-        if types:
-            owners = agg_store.owners_of_tracks(
-                catalog_conn, entity_type=entity_type, track_ids=track_ids, main_only=main_only
-            )
-            agg_store.mark_stale(
-                catalog_conn,
-                type_ids=types,
-                entity_type=entity_type,
-                entity_ids=sorted(owners),
-                now=timestamp,
-            )
-    types = [
-        ft.id
-        for ft in aggregating_types(catalog_conn, EntityType.PLAYLIST)
-        if type_ids is None or ft.id in type_ids
-    ]
-    if types:
-        with svc.dbs.user.write() as conn:
-            owners = agg_store.owners_of_tracks(conn, entity_type=EntityType.PLAYLIST, track_ids=track_ids)
-            agg_store.mark_stale(
-                conn,
-                type_ids=types,
-                entity_type=EntityType.PLAYLIST,
-                entity_ids=sorted(owners),
-                now=timestamp,
-            )
+    for entity_type in AGGREGATES:
+        types = [ft.id for ft in candidates if ft.applies(entity_type)]
+        if not types:
+            continue
+        if entity_type is EntityType.PLAYLIST:
+            with svc.dbs.user.read() as conn:
+                owners = agg_store.owners_of_tracks(conn, entity_type=entity_type, track_ids=track_ids)
+            if owners:  # most tracks are in no playlist: no second commit for them
+                with svc.dbs.user.write() as conn:
+                    agg_store.mark_stale(
+                        conn,
+                        type_ids=types,
+                        entity_type=entity_type,
+                        entity_ids=sorted(owners),
+                        now=timestamp,
+                    )
+            continue
+        owners = agg_store.owners_of_tracks(
+            catalog_conn, entity_type=entity_type, track_ids=track_ids, main_only=main_only
+        )
+        agg_store.mark_stale(
+            catalog_conn, type_ids=types, entity_type=entity_type, entity_ids=sorted(owners), now=timestamp
+        )
 
 
 def mark_type_changed(svc: Services, feature_type: FeatureType) -> None:

@@ -15,6 +15,7 @@ from fingerprints.auth import Authenticator, TokenAuthenticator, load_or_create_
 from fingerprints.config import Settings
 from fingerprints.domain import FeatureType
 from fingerprints.index.registry import IndexParams, SimilarityIndex
+from fingerprints.store import feature_types as types_store
 from fingerprints.store.database import Databases, open_databases
 
 T = TypeVar("T")
@@ -56,6 +57,18 @@ def index_params(settings: Settings) -> IndexParams:
         target_recall=settings.target_recall,
         threads=settings.index_threads,
     )
+
+
+def cached_feature_type(svc: Services, type_id: str) -> FeatureType | None:
+    """The feature type (None if unknown) from memory; one database read per id until the
+    next change to any feature type through this service."""
+    try:
+        return svc.type_cache[type_id]
+    except KeyError:
+        with svc.dbs.catalog.read() as conn:
+            feature_type = types_store.get_feature_type(conn, type_id=type_id)
+        svc.type_cache[type_id] = feature_type
+        return feature_type
 
 
 def now() -> int:

@@ -67,18 +67,6 @@ def register_feature_type(
     return feature_type
 
 
-def cached_feature_type(svc: Services, type_id: str) -> FeatureType | None:
-    """The feature type (None if unknown) from memory; one database read per id until the
-    next change to any feature type through this service."""
-    try:
-        return svc.type_cache[type_id]
-    except KeyError:
-        with svc.dbs.catalog.read() as conn:
-            feature_type = types_store.get_feature_type(conn, type_id=type_id)
-        svc.type_cache[type_id] = feature_type
-        return feature_type
-
-
 def get_feature_type(svc: Services, *, type_id: str) -> FeatureType:
     with svc.dbs.catalog.read() as conn:
         return _require(conn, type_id)

@@ -25,8 +25,7 @@ from fingerprints.domain import (
 )
 from fingerprints.errors import PayloadTooLarge, Rejected, ValidationError
 from fingerprints.service import aggregation, indexing
-from fingerprints.service.base import Services, now
-from fingerprints.service.feature_types import cached_feature_type
+from fingerprints.service.base import Services, cached_feature_type, now
 from fingerprints.service.inputs import as_int, as_list
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store

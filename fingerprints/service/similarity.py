@@ -15,8 +15,7 @@ from fingerprints.index.base import Hits, prepare
 from fingerprints.index.exact import ExactIndex
 from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
-from fingerprints.service.base import Services
-from fingerprints.service.feature_types import cached_feature_type
+from fingerprints.service.base import Services, cached_feature_type
 from fingerprints.service.fingerprints import check_playlist_visible
 from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
 from fingerprints.store import catalog as catalog_store

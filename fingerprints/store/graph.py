@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sqlalchemy import func, select
@@ -63,6 +64,14 @@ class PlaylistRecord:
     user_id: int
     name: str | None
     created: int | None
+
+
+def _grouped(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """(key, value) rows, in order, as key -> [values]."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    for key, value in rows:
+        out[key].append(value)
+    return out
 
 
 def tracks_by_id(conn: Connection, ids: Sequence[str]) -> dict[str, TrackRecord]:
@@ -135,10 +144,7 @@ def album_artist_ids(conn: Connection, album_ids: Sequence[str]) -> dict[str, li
         .where(albums.c.id.in_(list(album_ids)))
         .order_by(albums.c.id, album_artists.c.position)
     )
-    out: dict[str, list[str]] = defaultdict(list)
-    for album_id, artist_id in dialect.raw_rows(conn, stmt):
-        out[album_id].append(artist_id)
-    return out
+    return _grouped(dialect.raw_rows(conn, stmt))
 
 
 def album_track_ids(conn: Connection, album_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -150,10 +156,7 @@ def album_track_ids(conn: Connection, album_ids: Sequence[str]) -> dict[str, lis
         .where(albums.c.id.in_(list(album_ids)))
         .order_by(albums.c.id, tracks.c.disc_number, tracks.c.track_number, tracks.c.id)
     )
-    out: dict[str, list[str]] = defaultdict(list)
-    for album_id, track_id in dialect.raw_rows(conn, stmt):
-        out[album_id].append(track_id)
-    return out
+    return _grouped(dialect.raw_rows(conn, stmt))
 
 
 def genres(conn: Connection, artist_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -164,20 +167,14 @@ def genres(conn: Connection, artist_ids: Sequence[str]) -> dict[str, list[str]]:
         .where(artists.c.id.in_(list(artist_ids)))
         .order_by(artists.c.id, artist_genres.c.genre)
     )
-    out: dict[str, list[str]] = defaultdict(list)
-    for artist_id, genre in dialect.raw_rows(conn, stmt):
-        out[artist_id].append(genre)
-    return out
+    return _grouped(dialect.raw_rows(conn, stmt))
 
 
 def playlist_track_ids(conn: Connection, playlist_ids: Sequence[str]) -> dict[str, list[str]]:
     t = user_playlist_tracks.c
     stmt = select(t.playlist_id, t.track_id).where(t.playlist_id.in_(list(playlist_ids)))
     stmt = stmt.order_by(t.playlist_id, t.position, t.id)
-    out: dict[str, list[str]] = defaultdict(list)
-    for playlist_id, track_id in dialect.raw_rows(conn, stmt):
-        out[playlist_id].append(track_id)
-    return out
+    return _grouped(dialect.raw_rows(conn, stmt))
 
 
 def artist_page(

@@ -128,11 +128,11 @@ def seed_demo(svc: Services, *, n_tracks: int = 5000, n_albums: int = 500, n_art
     """Catalog, three feature types, one vector per track and type, a few playlists, aggregates."""
     demo = generate_catalog(n_artists=n_artists, n_albums=n_albums, n_tracks=n_tracks)
     step = svc.settings.max_batch_items
-    result = catalog.upsert_catalog(svc, artists=demo["artists"], albums=demo["albums"])
-    for start in range(0, len(demo["tracks"]), step):
-        result = catalog.upsert_catalog(svc, tracks=demo["tracks"][start : start + step])
-        if result.errors:
-            raise RuntimeError(f"demo catalog rejected: {result.errors[:3]}")
+    for kind in ("artists", "albums", "tracks"):  # in that order: albums name artists, tracks albums
+        for start in range(0, len(demo[kind]), step):
+            result = catalog.upsert_catalog(svc, **{kind: demo[kind][start : start + step]})
+            if result.errors:
+                raise RuntimeError(f"demo catalog rejected: {result.errors[:3]}")
     for k, demo_type in enumerate(DEMO_TYPES):
         try:
             feature_types.register_feature_type(

@@ -167,7 +167,10 @@ def feature_type_changed(svc: Services, feature_type: FeatureType) -> None:
 def index_status(svc: Services) -> dict[str, Any]:
     """For /readyz and stats: overall status and each key's kind, size, recall and tier sizes."""
     keys = svc.index.status()
-    building = any(k["building"] for k in keys.values())
+    threshold = svc.settings.hnsw_threshold
+    # "building" until every key that wants a graph has one, not only while one is in progress
+    # (the worker builds them one after another).
+    building = any(k["building"] or (k["kind"] == "exact" and k["size"] > threshold) for k in keys.values())
     status = (
         "building" if building else ("lazy" if svc.settings.index_load == "lazy" and not keys else "ready")
     )

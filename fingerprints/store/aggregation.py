@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from fingerprints.domain import EntityType, decode_vectors
@@ -34,36 +34,26 @@ def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
 # ------------------------------------------------------------------ memberships
 
 
-def _owners_of_tracks(entity_type: EntityType, track_ids: Sequence[str], *, main_only: bool) -> Select[Any]:
-    """Ids of the albums / artists the given tracks belong to (catalog.db)."""
-    if entity_type is EntityType.ALBUM:
-        join = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
-        return select(albums.c.id).select_from(join).where(tracks.c.id.in_(track_ids)).distinct()
-    join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
-        artists, artists.c.rowid == track_artists.c.artist_rowid
-    )
-    stmt = select(artists.c.id).select_from(join).where(tracks.c.id.in_(track_ids))
-    if main_only:
-        stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-    return stmt.distinct()
-
-
 def owners_of_tracks(
     conn: Connection, *, entity_type: EntityType, track_ids: Sequence[str], main_only: bool = False
 ) -> set[str]:
     """Albums, artists (catalog.db) or playlists (user.db) containing any of the tracks."""
-    found: set[str] = set()
-    for chunk in _chunks(track_ids):
-        if entity_type is EntityType.PLAYLIST:
-            stmt: Any = (
-                select(user_playlist_tracks.c.playlist_id)
-                .where(user_playlist_tracks.c.track_id.in_(chunk))
-                .distinct()
-            )
-        else:
-            stmt = _owners_of_tracks(entity_type, chunk, main_only=main_only)
-        found.update(row[0] for row in dialect.raw_rows(conn, stmt))
-    return found
+    if not track_ids:
+        return set()
+    if entity_type is EntityType.PLAYLIST:
+        t = user_playlist_tracks.c
+        stmt: Any = select(t.playlist_id).where(dialect.in_values(conn, t.track_id, track_ids))
+    elif entity_type is EntityType.ALBUM:
+        join = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
+        stmt = select(albums.c.id).select_from(join).where(dialect.in_values(conn, tracks.c.id, track_ids))
+    else:
+        join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
+            artists, artists.c.rowid == track_artists.c.artist_rowid
+        )
+        stmt = select(artists.c.id).select_from(join).where(dialect.in_values(conn, tracks.c.id, track_ids))
+        if main_only:
+            stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+    return {row[0] for row in dialect.raw_rows(conn, stmt.distinct())}
 
 
 def memberships(

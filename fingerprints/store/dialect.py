@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, event
+from sqlalchemy import ARRAY, Table, Text, any_, event, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ClauseElement, Executable
@@ -100,6 +100,15 @@ def bulk_execute(
         cursor.executemany(str(compiled), args)
     finally:
         cursor.close()
+
+
+def in_values(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)`` as ONE bound parameter (a JSON array in SQLite, an array in
+    PostgreSQL): no per-value placeholders to render, no chunking at the parameter limit."""
+    if conn.dialect.name == "sqlite":
+        listed = orjson.dumps(list(values)).decode()
+        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(listed))))
+    return column == any_(literal(list(values), type_=ARRAY(Text)))
 
 
 def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:

@@ -76,19 +76,40 @@ def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-def bulk_execute(
-    conn: Connection, stmt: Executable, *, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """``executemany`` of plain tuples (in ``columns`` order) on the DB-API cursor.
+def in_values(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)`` as ONE bound parameter (a JSON array in SQLite, an array in
+    PostgreSQL): no per-value placeholders to render, no chunking at the parameter limit."""
+    if conn.dialect.name == "sqlite":
+        listed = orjson.dumps(list(values)).decode()
+        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(listed))))
+    return column == any_(literal(list(values), type_=ARRAY(Text)))
 
-    Core's ``execute(stmt, [dicts])`` spends more time building parameters per row than
-    SQLite spends storing them; this compiles once and hands the tuples straight over.
-    """
+
+_UPSERT_SQL: dict[
+    tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], tuple[str, list[str]]
+] = {}
+
+
+def upsert_many(
+    conn: Connection,
+    table: Table,
+    *,
+    keys: Sequence[str],
+    update: Sequence[str],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Bulk upsert of plain tuples; the statement is compiled once per shape, not per batch."""
     if not rows:
         return
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))  # type: ignore[attr-defined]
+    shape = (conn.dialect.name, table.name, tuple(keys), tuple(update), tuple(columns))
+    cached = _UPSERT_SQL.get(shape)
+    if cached is None:
+        stmt: Any = upsert(conn, table, keys=keys, update=update)
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+        cached = _UPSERT_SQL[shape] = (str(compiled), list(getattr(compiled, "positiontup", None) or []))
+    sql, positions = cached
     if conn.dialect.positional:
-        positions: list[str] = list(getattr(compiled, "positiontup", None) or [])
         if positions != list(columns):
             order = [list(columns).index(name) for name in positions]
             rows = [tuple(row[i] for i in order) for row in rows]
@@ -97,18 +118,9 @@ def bulk_execute(
         args = [dict(zip(columns, row, strict=True)) for row in rows]
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(str(compiled), args)
+        cursor.executemany(sql, args)
     finally:
         cursor.close()
-
-
-def in_values(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
-    """``column IN (values)`` as ONE bound parameter (a JSON array in SQLite, an array in
-    PostgreSQL): no per-value placeholders to render, no chunking at the parameter limit."""
-    if conn.dialect.name == "sqlite":
-        listed = orjson.dumps(list(values)).decode()
-        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(listed))))
-    return column == any_(literal(list(values), type_=ARRAY(Text)))
 
 
 def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:

@@ -49,15 +49,23 @@ def entity_table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], li
 def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], playlists: bool) -> None:
     """Insert or replace the maps of one database (playlists: user.db) in one ``executemany``."""
     if playlists:
-        stmt = dialect.upsert(
-            conn, playlist_feature_maps, keys=["playlist_id", "feature_type_id"], update=UPDATED_COLUMNS
+        dialect.upsert_many(
+            conn,
+            playlist_feature_maps,
+            keys=["playlist_id", "feature_type_id"],
+            update=UPDATED_COLUMNS,
+            columns=PLAYLIST_MAP_COLUMNS,
+            rows=[r[1:] for r in rows],
         )
-        dialect.bulk_execute(conn, stmt, columns=PLAYLIST_MAP_COLUMNS, rows=[r[1:] for r in rows])
     else:
-        stmt = dialect.upsert(
-            conn, feature_maps, keys=["entity_type", "entity_id", "feature_type_id"], update=UPDATED_COLUMNS
+        dialect.upsert_many(
+            conn,
+            feature_maps,
+            keys=["entity_type", "entity_id", "feature_type_id"],
+            update=UPDATED_COLUMNS,
+            columns=MAP_COLUMNS,
+            rows=rows,
         )
-        dialect.bulk_execute(conn, stmt, columns=MAP_COLUMNS, rows=rows)
     for entity_type, type_id in {(r.entity_type, r.feature_type_id) for r in rows}:
         bump_generation(conn, type_id=type_id, entity_type=EntityType(entity_type))
 

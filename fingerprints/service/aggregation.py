@@ -278,6 +278,9 @@ def get_job(svc: Services, *, job_id: object) -> Job:
 
 def claim_next_job(svc: Services) -> str | None:
     """Mark the oldest queued job running and return its id."""
+    with svc.dbs.catalog.read() as conn:  # the idle scheduler asks every second: no write then
+        if agg_store.next_queued(conn) is None:
+            return None
     with svc.dbs.catalog.write() as conn:
         row = agg_store.next_queued(conn)
         if row is None:

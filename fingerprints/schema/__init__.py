@@ -11,6 +11,7 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
 )
@@ -140,6 +141,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         ErrorCodes,
+        lambda: ParserCache(maxsize=256),  # clients send the same few documents again and again
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

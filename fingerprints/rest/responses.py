@@ -23,10 +23,6 @@ def error_body(exc: DomainError) -> dict[str, Any]:
     return {"error": {"code": exc.code, "message": exc.message, "field": exc.field}}
 
 
-def error_response(exc: DomainError) -> ORJSONResponse:
-    return ORJSONResponse(error_body(exc), status_code=exc.status)
-
-
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object (its size is bounded by ``BodyLimitMiddleware``)."""
     try:

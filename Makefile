@@ -29,13 +29,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy fingerprints
 
-## Lint and run the whole default test suite (what CI runs).
+## Lint, type-check and run the whole default test suite (what CI runs).
 test: lint typecheck
 	$(BIN)/pytest
 
 ## Benchmarks: figures are ratios against a baseline measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.search
+	$(BIN)/python -m bench.aggregate
+	$(BIN)/python -m bench.graphql
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

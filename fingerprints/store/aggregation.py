@@ -37,23 +37,35 @@ def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
 def owners_of_tracks(
     conn: Connection, *, entity_type: EntityType, track_ids: Sequence[str], main_only: bool = False
 ) -> set[str]:
-    """Albums, artists (catalog.db) or playlists (user.db) containing any of the tracks."""
+    """Albums, artists (catalog.db) or playlists (user.db) containing any of the tracks (one
+    statement, compiled once: it runs on every ingest batch)."""
     if not track_ids:
         return set()
-    if entity_type is EntityType.PLAYLIST:
-        t = user_playlist_tracks.c
-        stmt: Any = select(t.playlist_id).where(dialect.in_values(conn, t.track_id, track_ids))
-    elif entity_type is EntityType.ALBUM:
-        join = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
-        stmt = select(albums.c.id).select_from(join).where(dialect.in_values(conn, tracks.c.id, track_ids))
-    else:
-        join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
-            artists, artists.c.rowid == track_artists.c.artist_rowid
-        )
-        stmt = select(artists.c.id).select_from(join).where(dialect.in_values(conn, tracks.c.id, track_ids))
-        if main_only:
+
+    def build() -> Any:
+        if entity_type is EntityType.PLAYLIST:
+            t = user_playlist_tracks.c
+            return select(t.playlist_id).where(dialect.in_param(conn, t.track_id, "ids")).distinct()
+        if entity_type is EntityType.ALBUM:
+            join: Any = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
+            owner = albums.c.id
+        else:
+            join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
+                artists, artists.c.rowid == track_artists.c.artist_rowid
+            )
+            owner = artists.c.id
+        stmt = select(owner).select_from(join).where(dialect.in_param(conn, tracks.c.id, "ids"))
+        if main_only and entity_type is EntityType.ARTIST:
             stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-    return {row[0] for row in dialect.raw_rows(conn, stmt.distinct())}
+        return stmt.distinct()
+
+    rows = dialect.cached_rows(
+        conn,
+        ("owners_of_tracks", entity_type, main_only),
+        build,
+        {"ids": dialect.list_param(conn, track_ids)},
+    )
+    return {row[0] for row in rows}
 
 
 def memberships(

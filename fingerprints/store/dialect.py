@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ARRAY, Table, Text, any_, event, func, literal, literal_column, select
+from sqlalchemy import ARRAY, Table, Text, any_, bindparam, event, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ClauseElement, Executable
@@ -76,13 +76,45 @@ def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-def in_values(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
-    """``column IN (values)`` as ONE bound parameter (a JSON array in SQLite, an array in
-    PostgreSQL): no per-value placeholders to render, no chunking at the parameter limit."""
+_QUERIES: dict[tuple[str, Any], tuple[str, list[str], dict[str, Any]]] = {}
+
+
+def cached_rows(
+    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """``raw_rows`` for a statement of constant shape: ``build`` runs and compiles once per
+    ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor."""
+    shape = (conn.dialect.name, key)
+    cached = _QUERIES.get(shape)
+    if cached is None:
+        compiled = build().compile(dialect=conn.dialect)
+        literals = dict(compiled.construct_params(_check=False) or {})  # type: ignore[call-arg]
+        cached = _QUERIES[shape] = (
+            str(compiled),
+            list(getattr(compiled, "positiontup", None) or []),
+            literals,
+        )
+    sql, positions, literals = cached
+    values = {**literals, **params}
+    args: Any = [values[name] for name in positions] if conn.dialect.positional else values
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def in_param(conn: Connection, column: Any, name: str) -> Any:
+    """``column IN (:name)`` where ``:name`` is bound to the whole list at run time (see
+    ``list_param``): one placeholder whatever the number of values."""
     if conn.dialect.name == "sqlite":
-        listed = orjson.dumps(list(values)).decode()
-        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(listed))))
-    return column == any_(literal(list(values), type_=ARRAY(Text)))
+        return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
+    return column == any_(bindparam(name, type_=ARRAY(Text)))
+
+
+def list_param(conn: Connection, values: Sequence[Any]) -> Any:
+    return orjson.dumps(list(values)).decode() if conn.dialect.name == "sqlite" else list(values)
 
 
 _UPSERT_SQL: dict[

@@ -62,18 +62,28 @@ def increment(conn: Connection, table: Table, *, keys: dict[str, Any], column: s
     conn.execute(stmt)
 
 
+def _run(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[tuple[Any, ...]]:
+    """One statement on the connection's plain DB-API cursor (rows as tuples)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, args)
+            return []
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _bind(conn: Connection, positions: Sequence[str], values: dict[str, Any]) -> Any:
+    return [values[name] for name in positions] if conn.dialect.positional else values
+
+
 def raw_rows(conn: Connection, stmt: ClauseElement) -> list[tuple[Any, ...]]:
     """Run a Core statement on the plain DB-API cursor: tuples, no Row objects."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params: dict[str, Any] = dict(compiled.construct_params() or {})
-    positions: list[str] = getattr(compiled, "positiontup", None) or []
-    args: Any = [params[key] for key in positions] if conn.dialect.positional else params
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(str(compiled), args)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    return _run(conn, str(compiled), _bind(conn, getattr(compiled, "positiontup", None) or [], params))
 
 
 _QUERIES: dict[tuple[str, Any], tuple[str, list[str], dict[str, Any]]] = {}
@@ -95,14 +105,7 @@ def cached_rows(
             literals,
         )
     sql, positions, literals = cached
-    values = {**literals, **params}
-    args: Any = [values[name] for name in positions] if conn.dialect.positional else values
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, args)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    return _run(conn, sql, _bind(conn, positions, {**literals, **params}))
 
 
 def in_param(conn: Connection, column: Any, name: str) -> Any:
@@ -148,29 +151,20 @@ def upsert_many(
         args: Sequence[Any] = rows
     else:
         args = [dict(zip(columns, row, strict=True)) for row in rows]
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(sql, args)
-    finally:
-        cursor.close()
+    _run(conn, sql, args, many=True)
 
 
 def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:
     """Which of ``values`` occur in ``column``: one statement however many values are asked."""
     if not values:
         return set()
-    table = column.table.name
-    name = column.name
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if conn.dialect.name == "sqlite":
-            sql = f'SELECT "{name}" FROM "{table}" WHERE "{name}" IN (SELECT value FROM json_each(?))'
-            cursor.execute(sql, (orjson.dumps(list(values)).decode(),))
-        else:
-            cursor.execute(f'SELECT "{name}" FROM "{table}" WHERE "{name}" = ANY(%s)', (list(values),))
-        return {row[0] for row in cursor.fetchall()}
-    finally:
-        cursor.close()
+    rows = cached_rows(
+        conn,
+        ("existing", column.table.name, column.name),
+        lambda: select(column).where(in_param(conn, column, "ids")),
+        {"ids": list_param(conn, values)},
+    )
+    return {row[0] for row in rows}
 
 
 def file_paths(engine: Engine) -> list[str]:

@@ -64,10 +64,10 @@ def get_fingerprint(
         if kind is not EntityType.PLAYLIST:
             if not catalog_store.existing_ids(conn, entity_type=kind, ids=[eid]):
                 raise NotFound(f"{kind.value} {eid!r} not found", field="entity_id")
-            maps = maps_store.get_feature_maps(conn, entity_type=kind, entity_id=eid, type_ids=types)
+            maps = maps_store.maps_of(conn, entity_type=kind, entity_ids=[eid], type_ids=types).get(eid, [])
     if kind is EntityType.PLAYLIST:
         with svc.dbs.user.read() as conn:
-            maps = maps_store.get_feature_maps(conn, entity_type=kind, entity_id=eid, type_ids=types)
+            maps = maps_store.maps_of(conn, entity_type=kind, entity_ids=[eid], type_ids=types).get(eid, [])
     if not maps:
         wanted = f" of type {', '.join(types)}" if types else ""
         raise NotFound(f"{kind.value} {eid!r} has no feature maps{wanted}", field="entity_id")

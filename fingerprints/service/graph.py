@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from fingerprints.domain import EntityType, FeatureMap
 from fingerprints.service.base import Services
+from fingerprints.store import feature_maps as maps_store
 from fingerprints.store import feature_types as types_store
 from fingerprints.store import graph as graph_store
 
@@ -67,7 +68,7 @@ def feature_maps(
     svc: Services, entity_type: EntityType, ids: Sequence[str], type_ids: Sequence[str] | None
 ) -> dict[str, list[FeatureMap]]:
     with svc.dbs.for_entity(entity_type).read() as conn:
-        return graph_store.maps_of(conn, entity_type=entity_type, entity_ids=ids, type_ids=type_ids)
+        return maps_store.maps_of(conn, entity_type=entity_type, entity_ids=ids, type_ids=type_ids)
 
 
 def current_versions(svc: Services) -> dict[str, int]:

@@ -19,7 +19,7 @@ from fingerprints.service.base import Services, cached_feature_type
 from fingerprints.service.fingerprints import check_playlist_visible
 from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
 from fingerprints.store import catalog as catalog_store
-from fingerprints.store import graph as graph_store
+from fingerprints.store import feature_maps as maps_store
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -138,7 +138,7 @@ def _entity_vectors(
             for playlist_id in ids:
                 check_playlist_visible(svc, playlist_id=playlist_id, viewer=viewer)
         with svc.dbs.for_entity(entity_type).read() as conn:
-            maps = graph_store.maps_of(
+            maps = maps_store.maps_of(
                 conn, entity_type=entity_type, entity_ids=ids, type_ids=[feature_type.id]
             )
             missing = [i for i in ids if i not in maps]

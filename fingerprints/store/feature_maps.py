@@ -99,35 +99,35 @@ def generation(conn: Connection, *, type_id: str, entity_type: EntityType) -> in
     return int(conn.execute(stmt).scalar_one_or_none() or 0)
 
 
-def get_feature_maps(
-    conn: Connection,
-    *,
-    entity_type: EntityType,
-    entity_id: str,
-    type_ids: Sequence[str] | None = None,
-) -> list[FeatureMap]:
-    """All maps of one entity (optionally only some types), ordered by feature type id."""
+def maps_of(
+    conn: Connection, *, entity_type: EntityType, entity_ids: Sequence[str], type_ids: Sequence[str] | None
+) -> dict[str, list[FeatureMap]]:
+    """Feature maps of some entities of one type (optionally only some feature types), by
+    entity id, each list ordered by feature type id; entities without maps are absent."""
     table, id_col, where = entity_table(entity_type)
     stmt = select(
+        id_col,
         table.c.feature_type_id,
         table.c.version,
         table.c.vector,
         table.c.computed_at,
         table.c.metadata,
-    ).where(id_col == entity_id, *where)
+    ).where(id_col.in_(list(entity_ids)), *where)
     if type_ids is not None:
         stmt = stmt.where(table.c.feature_type_id.in_(list(type_ids)))
-    stmt = stmt.order_by(table.c.feature_type_id)
-    return [
-        FeatureMap(
-            feature_type_id=type_id,
-            version=version,
-            vector=decode_vector(blob),
-            computed_at=computed_at,
-            metadata=orjson.loads(meta) if meta is not None else None,
+    stmt = stmt.order_by(id_col, table.c.feature_type_id)
+    out: dict[str, list[FeatureMap]] = {}
+    for entity_id, type_id, version, blob, computed_at, meta in dialect.raw_rows(conn, stmt):
+        out.setdefault(entity_id, []).append(
+            FeatureMap(
+                type_id,
+                version,
+                decode_vector(blob),
+                computed_at,
+                orjson.loads(meta) if meta is not None else None,
+            )
         )
-        for type_id, version, blob, computed_at, meta in conn.execute(stmt)
-    ]
+    return out
 
 
 def load_vectors(

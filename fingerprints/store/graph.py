@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from fingerprints.domain import EntityType, FeatureMap, decode_vector
+from fingerprints.domain import EntityType
 from fingerprints.store import dialect
-from fingerprints.store.feature_maps import entity_table
 from fingerprints.store.tables import (
     album_artists,
     albums,
@@ -197,29 +195,3 @@ def artist_page(
     stmt = stmt.distinct().order_by(id_col).limit(first + 1)
     ids = [r[0] for r in dialect.raw_rows(conn, stmt)]
     return ids[:first], len(ids) > first
-
-
-def maps_of(
-    conn: Connection, *, entity_type: EntityType, entity_ids: Sequence[str], type_ids: Sequence[str] | None
-) -> dict[str, list[FeatureMap]]:
-    """Feature maps of many entities of one type, by entity id, ordered by feature type id."""
-    table, id_col, where = entity_table(entity_type)
-    stmt = select(
-        id_col,
-        table.c.feature_type_id,
-        table.c.version,
-        table.c.vector,
-        table.c.computed_at,
-        table.c.metadata,
-    ).where(id_col.in_(list(entity_ids)), *where)
-    if type_ids is not None:
-        stmt = stmt.where(table.c.feature_type_id.in_(list(type_ids)))
-    stmt = stmt.order_by(id_col, table.c.feature_type_id)
-    out: dict[str, list[FeatureMap]] = defaultdict(list)
-    for entity_id, type_id, version, blob, computed_at, meta in dialect.raw_rows(conn, stmt):
-        out[entity_id].append(
-            FeatureMap(
-                type_id, version, decode_vector(blob), computed_at, orjson.loads(meta) if meta else None
-            )
-        )
-    return out

@@ -81,15 +81,16 @@ def test_upsert_replaces_and_bulk_load_matches(dbs: Databases) -> None:
     np.testing.assert_array_equal(matrix, expected)
 
 
-def test_get_feature_maps_filters_by_type_and_entity(dbs: Databases) -> None:
+def test_maps_of_filters_by_type_and_entity(dbs: Databases) -> None:
     with dbs.catalog.write() as conn:
         feature_maps.upsert_feature_maps(conn, rows=_maps(3), playlists=False)
-        got = feature_maps.get_feature_maps(conn, entity_type=EntityType.TRACK, entity_id="e00001")
-        none = feature_maps.get_feature_maps(
-            conn, entity_type=EntityType.ALBUM, entity_id="e00001", type_ids=["audio"]
+        got = feature_maps.maps_of(conn, entity_type=EntityType.TRACK, entity_ids=["e00001"], type_ids=None)
+        none = feature_maps.maps_of(
+            conn, entity_type=EntityType.ALBUM, entity_ids=["e00001"], type_ids=["audio"]
         )
-    assert [m.feature_type_id for m in got] == ["audio"] and got[0].computed_at == 101
-    assert none == []
+    assert list(got) == ["e00001"]
+    assert [m.feature_type_id for m in got["e00001"]] == ["audio"] and got["e00001"][0].computed_at == 101
+    assert none == {}
 
 
 def test_counts_and_deletes(dbs: Databases) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
+from fingerprints.config import Settings
+
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -112,14 +114,19 @@ async def seed(client: httpx.AsyncClient, *, dimension: int = 4, **type_fields: 
     assert r.status_code == 201, r.text
 
 
-def dump_databases(data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
+def dump_databases(where: Path | Settings) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table in catalog.db and user.db, sorted: compare before/after.
 
+    ``where`` is a data directory of SQLite files, or the settings of a test on either backend.
     Leaves out the service's bookkeeping tables (``fingerprints_*``: schema version, change
     counters, stale markers, jobs), which legitimate writes elsewhere also touch."""
+    if isinstance(where, Settings):
+        from tests.backends import dump_databases as dump_backend
+
+        return dump_backend(where)
     state: dict[str, list[tuple[Any, ...]]] = {}
     for name in ("catalog.db", "user.db"):
-        conn = sqlite3.connect(data_dir / name)
+        conn = sqlite3.connect(where / name)
         try:
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             for table in tables:

@@ -240,14 +240,14 @@ async def test_delete_playlist_removes_it_and_its_maps(client: httpx.AsyncClient
 
     assert ok(await gql(client, DELETE_PLAYLIST, {"id": "p1"}, ADMIN), "deletePlaylist") is True
     assert error_code(await fingerprint(client, "playlist", "p1", headers=ADMIN)) == "NOT_FOUND"
-    state = dump_databases(settings.data_dir)
+    state = dump_databases(settings)
     assert state["user.db:user_playlist"] == []
     assert state["user.db:user_playlist_tracks"] == []
     assert state["user.db:playlist_feature_maps"] == []
 
     # Deleting again: NOT_FOUND, nothing changes.
     assert error_code(await gql(client, DELETE_PLAYLIST, {"id": "p1"}, ADMIN)) == "NOT_FOUND"
-    assert dump_databases(settings.data_dir) == state
+    assert dump_databases(settings) == state
 
     # Re-creating the same id does not bring the old maps back.
     await gql(client, UPSERT_PLAYLIST, {"input": {"id": "p1", "userId": 7, "trackIds": ["t1"]}}, ADMIN)
@@ -292,9 +292,9 @@ async def test_data_mutations_need_admin(
         headers=ADMIN,
     )
     assert r.json()["ingested"] == 1
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert error_code(await gql(client, query, variables, headers)) == code
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ ingest
@@ -388,7 +388,7 @@ async def test_ingest_per_item_errors_keep_good_items(client: httpx.AsyncClient,
     assert album["featureMaps"][0]["metadata"] == {"confidence": 0.9}
     for tid in ("t2", "t3", "t4", "t5", "t6"):
         assert error_code(await fingerprint(client, "track", tid)) == "NOT_FOUND"
-    state = dump_databases(settings.data_dir)
+    state = dump_databases(settings)
     assert len(state["catalog.db:feature_maps"]) == 2
     assert len(state["user.db:playlist_feature_maps"]) == 1
 
@@ -442,13 +442,13 @@ async def test_ingest_zero_vector_allowed_under_euclidean(client: httpx.AsyncCli
 
 async def test_ingest_version_rules(client: httpx.AsyncClient, settings: Settings) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     result = ok(await ingest(client, [feature("track", "t1", [1, 0, 0, 0])], version=2), "ingestFeatureMaps")
     assert result["ingested"] == 0
     assert [(e["index"], e["entityId"], e["code"]) for e in result["errors"]] == [
         (0, "t1", "VERSION_TOO_HIGH")
     ]
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
     r = await client.post("/v1/admin/fingerprints/types/audio/bump-version", headers=ADMIN)
     assert r.json()["new_version"] == 2
@@ -472,20 +472,20 @@ async def test_ingest_unknown_or_inactive_type_stores_nothing(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     result = ok(
         await ingest(client, [feature("track", "t1", [1, 0, 0, 0])], type_id="nope"), "ingestFeatureMaps"
     )
     assert result["ingested"] == 0
     assert [(e["index"], e["code"]) for e in result["errors"]] == [(0, "UNKNOWN_FEATURE_TYPE")]
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
     r = await client.put("/v1/admin/fingerprints/types/audio", json={"is_active": False}, headers=ADMIN)
     assert r.status_code == 200, r.text
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     result = ok(await ingest(client, [feature("track", "t1", [1, 0, 0, 0])]), "ingestFeatureMaps")
     assert [(e["index"], e["code"]) for e in result["errors"]] == [(0, "FEATURE_TYPE_INACTIVE")]
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_ingest_entity_type_not_applicable(client: httpx.AsyncClient) -> None:
@@ -584,9 +584,9 @@ async def test_delete_feature_maps_refused(
 ) -> None:
     await seed(client)
     await ingest(client, [feature("track", "t1", [1, 0, 0, 0]), feature("playlist", "p1", [0, 1, 0, 0])])
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert error_code(await gql(client, DELETE_MAPS, {"input": payload}, ADMIN)) == code
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ fingerprint query

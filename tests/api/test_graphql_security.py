@@ -122,11 +122,11 @@ async def test_token_limit(tmp_path: Path) -> None:
 )
 async def test_mutation_over_get_refused(client: httpx.AsyncClient, settings: Settings, query: str) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await client.get("/graphql", params={"query": query}, headers=ADMIN)
     assert r.status_code != 200, r.text
     assert 400 <= r.status_code < 500, r.text
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
     r = await client.get("/v1/admin/fingerprints/types/audio", headers=ADMIN)
     assert r.json()["current_version"] == 1
     r = await client.get("/v1/admin/fingerprints/types/viaget", headers=ADMIN)

@@ -221,11 +221,11 @@ async def test_upsert_keeps_feature_maps_of_updated_tracks(
         headers=ADMIN,
     )
     assert r.json()["ingested"] == 1, r.text
-    before = dump_databases(settings.data_dir)["catalog.db:feature_maps"]
+    before = dump_databases(settings)["catalog.db:feature_maps"]
     await upsert_ok(
         cataloged, {"tracks": [{"id": "t1", "name": "Renamed", "album_id": "al2", "artist_ids": ["ar3"]}]}
     )
-    assert dump_databases(settings.data_dir)["catalog.db:feature_maps"] == before
+    assert dump_databases(settings)["catalog.db:feature_maps"] == before
 
 
 async def test_featured_and_main_artist_on_one_track(client: httpx.AsyncClient, settings: Settings) -> None:
@@ -377,27 +377,27 @@ async def test_upsert_reports_bad_items_and_stores_good_ones(
 async def test_upsert_rejects_bad_top_level(
     cataloged: httpx.AsyncClient, settings: Settings, body: Any, field: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await upsert(cataloged, body), 400, "BAD_USER_INPUT", field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null"])
 async def test_upsert_rejects_malformed_body(
     cataloged: httpx.AsyncClient, settings: Settings, raw: bytes
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await cataloged.post(CATALOG, content=raw, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "BAD_USER_INPUT", "body")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_upsert_empty_body_is_a_no_op(cataloged: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await upsert(cataloged, {})
     assert r.status_code == 200, r.text
     assert r.json() == {"upserted": {"artists": 0, "albums": 0, "tracks": 0}, "errors": []}
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ playlists
@@ -482,9 +482,9 @@ async def test_playlist_replacement(cataloged: httpx.AsyncClient, settings: Sett
 async def test_playlist_rejects_bad_input(
     cataloged: httpx.AsyncClient, settings: Settings, body: Any, field: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await put_playlist(cataloged, body), 400, "BAD_USER_INPUT", field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_delete_playlist_removes_it_with_its_feature_maps(
@@ -529,9 +529,9 @@ async def test_delete_playlist_removes_it_with_its_feature_maps(
 
 
 async def test_delete_unknown_playlist_is_404(cataloged: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await delete_playlist(cataloged, "p404"), 404, "NOT_FOUND", "id")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ auth
@@ -550,7 +550,7 @@ async def test_catalog_admin_needs_the_admin_token(
 ) -> None:
     r = await put_playlist(cataloged, {"id": "p1", "user_id": 7, "track_ids": ["t1"]})
     assert r.status_code == 200, r.text
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     catalog = {"artists": [{"id": "ar1", "name": "Hijacked"}, {"id": "ar9", "name": "New"}]}
     assert_error(await upsert(cataloged, catalog, headers=headers), status, code)
     playlist = {"id": "p1", "user_id": 99, "name": "Stolen", "track_ids": []}
@@ -558,4 +558,4 @@ async def test_catalog_admin_needs_the_admin_token(
     assert_error(await put_playlist(cataloged, {**playlist, "id": "p9"}, headers=headers), status, code)
     assert_error(await delete_playlist(cataloged, "p1", headers=headers), status, code)
     assert_error(await delete_playlist(cataloged, "p404", headers=headers), status, code)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before

@@ -310,14 +310,14 @@ async def test_playlist_ownership_follows_replacement(stored: httpx.AsyncClient)
 async def test_delete_by_feature_type_covers_tracks_and_playlists(
     stored: httpx.AsyncClient, settings: Settings
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await delete_features(stored, {"feature_type_id": "audio"})
     assert r.status_code == 200, r.text
     assert r.json() == {
         "deleted": 5,
         "by_entity_type": {"track": 2, "album": 1, "artist": 1, "playlist": 1},
     }
-    after = dump_databases(settings.data_dir)
+    after = dump_databases(settings)
     assert_only_deleted(before, after, {(et, eid, "audio") for et, eid in AUDIO})
     assert map_keys(after) == {(et, eid, "mood") for et, eid in MOOD}
     # The type itself stays registered, with no maps left.
@@ -331,7 +331,7 @@ async def test_delete_by_feature_type_covers_tracks_and_playlists(
 
 
 async def test_delete_by_entities(stored: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await delete_features(
         stored,
         {
@@ -348,7 +348,7 @@ async def test_delete_by_entities(stored: httpx.AsyncClient, settings: Settings)
     assert r.json() == {"deleted": 5, "by_entity_type": {"track": 2, "playlist": 2, "album": 1}}
     assert_only_deleted(
         before,
-        dump_databases(settings.data_dir),
+        dump_databases(settings),
         {
             ("track", "t1", "audio"),
             ("track", "t1", "mood"),
@@ -362,7 +362,7 @@ async def test_delete_by_entities(stored: httpx.AsyncClient, settings: Settings)
 
 
 async def test_delete_by_type_and_entities(stored: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await delete_features(
         stored,
         {
@@ -377,16 +377,16 @@ async def test_delete_by_type_and_entities(stored: httpx.AsyncClient, settings: 
     assert r.status_code == 200, r.text
     assert r.json() == {"deleted": 2, "by_entity_type": {"track": 1, "playlist": 1}}
     assert_only_deleted(
-        before, dump_databases(settings.data_dir), {("track", "t1", "mood"), ("playlist", "p1", "mood")}
+        before, dump_databases(settings), {("track", "t1", "mood"), ("playlist", "p1", "mood")}
     )
     assert set((await get_fp(stored, "track", "t1")).json()["fingerprint"]) == {"audio"}
 
 
 async def test_delete_entities_without_maps(stored: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await delete_features(stored, {"entities": [{"entity_type": "track", "entity_id": "t404"}]})
     assert r.status_code == 200 and r.json() == {"deleted": 0, "by_entity_type": {}}, r.text
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -397,9 +397,9 @@ async def test_delete_entities_without_maps(stored: httpx.AsyncClient, settings:
     ],
 )
 async def test_delete_unknown_type_is_404(stored: httpx.AsyncClient, settings: Settings, body: Any) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await delete_features(stored, body), 404, "NOT_FOUND", "feature_type_id")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -425,18 +425,18 @@ async def test_delete_unknown_type_is_404(stored: httpx.AsyncClient, settings: S
 async def test_delete_rejects_bad_bodies(
     stored: httpx.AsyncClient, settings: Settings, body: Any, field: Any
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await delete_features(stored, body), 400, "BAD_USER_INPUT", field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null"])
 async def test_delete_rejects_malformed_body(
     stored: httpx.AsyncClient, settings: Settings, raw: bytes
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await delete_features(stored, content=raw), 400, "BAD_USER_INPUT", "body")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -451,6 +451,6 @@ async def test_delete_rejects_malformed_body(
 async def test_delete_needs_the_admin_token(
     stored: httpx.AsyncClient, settings: Settings, headers: dict[str, str], status: int, code: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await delete_features(stored, {"feature_type_id": "audio"}, headers=headers), status, code)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before

@@ -179,7 +179,7 @@ async def test_good_batch_is_stored_and_read_back(seeded: httpx.AsyncClient, set
         assert vector.dtype == np.dtype("<f4") and vector.shape == (4,)
         assert_vector(vector, item["vector"])
     # Playlist maps live in user.db only (spec §4.3).
-    dump = dump_databases(settings.data_dir)
+    dump = dump_databases(settings)
     assert [r[:3] for r in dump["catalog.db:feature_maps"]] == sorted(
         [
             ("album", "al1", "audio"),
@@ -203,10 +203,10 @@ async def test_reingest_replaces_the_stored_map(seeded: httpx.AsyncClient, setti
 
 
 async def test_empty_feature_list_stores_nothing(seeded: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [])
     assert r.status_code == 200 and r.json() == {"ingested": 0, "errors": []}
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_metadata_is_stored_as_json_and_read_back(
@@ -316,7 +316,7 @@ async def test_bad_item_is_reported_and_nothing_changes(
     seeded: httpx.AsyncClient, settings: Settings, features: list[dict[str, Any]], code: str
 ) -> None:
     await ingest_ok(seeded, [feature("t1", V2), feature("p1", V2, "playlist")])  # previously stored
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, features)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -324,11 +324,11 @@ async def test_bad_item_is_reported_and_nothing_changes(
     item = features[0]
     etype = item["entity_type"] if isinstance(item["entity_type"], str) else None
     assert_item_errors(body["errors"], [item_error(0, etype, item["entity_id"], code)])
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_unknown_feature_type_rejects_every_item(seeded: httpx.AsyncClient, settings: Settings) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [feature("t1", V1), feature("al1", V1, "album")], type_id="nope")
     assert r.status_code == 200, r.text
     assert r.json()["ingested"] == 0
@@ -339,7 +339,7 @@ async def test_unknown_feature_type_rejects_every_item(seeded: httpx.AsyncClient
             item_error(1, "album", "al1", "UNKNOWN_FEATURE_TYPE"),
         ],
     )
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_inactive_feature_type_rejects_every_item(
@@ -348,7 +348,7 @@ async def test_inactive_feature_type_rejects_every_item(
     await ingest_ok(seeded, [feature("t2", V2)])
     r = await seeded.put(f"{TYPES}/audio", json={"is_active": False}, headers=ADMIN)
     assert r.status_code == 200, r.text
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [feature("t1", V1), feature("t2", V1)])
     assert r.status_code == 200, r.text
     assert r.json()["ingested"] == 0
@@ -359,7 +359,7 @@ async def test_inactive_feature_type_rejects_every_item(
             item_error(1, "track", "t2", "FEATURE_TYPE_INACTIVE"),
         ],
     )
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
     # Reactivated, it accepts maps again.
     r = await seeded.put(f"{TYPES}/audio", json={"is_active": True}, headers=ADMIN)
     assert r.status_code == 200, r.text
@@ -368,7 +368,7 @@ async def test_inactive_feature_type_rejects_every_item(
 
 async def test_entity_type_not_in_applies_to(seeded: httpx.AsyncClient, settings: Settings) -> None:
     await register(seeded, "trk", applies_to=["track"])
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(
         seeded,
         [feature("al1", V1, "album"), feature("ar1", V1, "artist"), feature("p1", V1, "playlist")],
@@ -384,14 +384,14 @@ async def test_entity_type_not_in_applies_to(seeded: httpx.AsyncClient, settings
             item_error(2, "playlist", "p1", "ENTITY_TYPE_NOT_APPLICABLE"),
         ],
     )
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_version_above_current_rejects_every_item(
     seeded: httpx.AsyncClient, settings: Settings
 ) -> None:
     await ingest_ok(seeded, [feature("t1", V2)])
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [feature("t1", V1), feature("t2", V1)], version=2)
     assert r.status_code == 200, r.text
     assert r.json()["ingested"] == 0
@@ -399,7 +399,7 @@ async def test_version_above_current_rejects_every_item(
         r.json()["errors"],
         [item_error(0, "track", "t1", "VERSION_TOO_HIGH"), item_error(1, "track", "t2", "VERSION_TOO_HIGH")],
     )
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
     # After a bump, version 2 is the current one and accepted.
     assert (await seeded.post(f"{TYPES}/audio/bump-version", headers=ADMIN)).status_code == 200
     await ingest_ok(seeded, [feature("t1", V1)], version=2)
@@ -425,14 +425,14 @@ async def test_version_above_current_rejects_every_item(
 async def test_malformed_item_is_reported_and_nothing_changes(
     seeded: httpx.AsyncClient, settings: Settings, item: Any, code: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [item])
     assert r.status_code == 200, r.text
     assert r.json()["ingested"] == 0
     errors = r.json()["errors"]
     assert len(errors) == 1 and errors[0]["index"] == 0 and errors[0]["code"] == code, errors
     assert {"index", "entity_type", "entity_id", "code", "message"} <= set(errors[0])
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ mixed batches
@@ -478,7 +478,7 @@ async def _run_mixed(
 ) -> None:
     """Send ``items`` (each with the error code expected, or None) over earlier maps of t3 and t4."""
     await ingest_ok(seeded, [feature("t3", V3, metadata={"keep": True}), feature("t4", V3)])
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     stored_before = stored_maps(settings.data_dir)
 
     r = await ingest(seeded, [item for item, _ in items])
@@ -504,7 +504,7 @@ async def _run_mixed(
     for key, (version, vector, meta) in stored_before.items():  # earlier rows untouched
         assert maps[key][0] == version and maps[key][2] == meta
         assert_vector(maps[key][1], vector)
-    changes = changed_tables(before, dump_databases(settings.data_dir))
+    changes = changed_tables(before, dump_databases(settings))
     assert set(changes) == {"catalog.db:feature_maps", "user.db:playlist_feature_maps"}
     for removed, _added in changes.values():
         assert removed == []
@@ -541,10 +541,10 @@ async def _run_mixed(
 )
 async def test_malformed_body_is_400(seeded: httpx.AsyncClient, settings: Settings, raw: bytes) -> None:
     """JSON cannot carry NaN/Infinity: orjson refuses those literals, so the whole body is invalid."""
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await seeded.post(INGEST, content=raw, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "BAD_USER_INPUT", "body")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -564,9 +564,9 @@ async def test_malformed_body_is_400(seeded: httpx.AsyncClient, settings: Settin
 async def test_invalid_request_fields_are_400(
     seeded: httpx.AsyncClient, settings: Settings, body: dict[str, Any], field: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await seeded.post(INGEST, json=body, headers=ADMIN), 400, "BAD_USER_INPUT", field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -582,10 +582,10 @@ async def test_invalid_request_fields_are_400(
 async def test_ingest_needs_the_admin_token(
     seeded: httpx.AsyncClient, settings: Settings, headers: dict[str, str], status: int, code: str
 ) -> None:
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await ingest(seeded, [feature("t1", V1), feature("p1", V1, "playlist")], headers=headers)
     assert_error(r, status, code)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ limits
@@ -618,10 +618,10 @@ async def test_too_many_items_is_413_and_nothing_stored(tmp_path: Path) -> None:
             feature("al1", V1, "album"),
             feature("ar1", V1, "artist"),
         ]
-        before = dump_databases(settings.data_dir)
+        before = dump_databases(settings)
         r = await ingest(client, [*five, feature("t1", V2)])
         assert_error(r, 413, "PAYLOAD_TOO_LARGE")
-        assert dump_databases(settings.data_dir) == before
+        assert dump_databases(settings) == before
         # Exactly the limit is fine.
         await ingest_ok(client, five)
         assert len(stored_maps(settings.data_dir)) == 5
@@ -644,19 +644,19 @@ async def test_body_over_the_limit_is_413_and_nothing_stored(tmp_path: Path) -> 
     headers = {**ADMIN, "Content-Type": "application/json"}
     async with running as client:
         await _seed_mini(client)
-        before = dump_databases(settings.data_dir)
+        before = dump_databases(settings)
         big = _padded_body(1025)
 
         r = await client.post(INGEST, content=big, headers=headers)
         assert r.request.headers["content-length"] == "1025"
         assert_error(r, 413, "PAYLOAD_TOO_LARGE")
-        assert dump_databases(settings.data_dir) == before
+        assert dump_databases(settings) == before
 
         r = await client.post(INGEST, content=_chunks(_padded_body(5000)), headers=headers)
         assert "content-length" not in r.request.headers
         assert r.request.headers.get("transfer-encoding") == "chunked"
         assert_error(r, 413, "PAYLOAD_TOO_LARGE")
-        assert dump_databases(settings.data_dir) == before
+        assert dump_databases(settings) == before
 
         # Exactly at the limit is accepted, with or without a Content-Length.
         r = await client.post(INGEST, content=_padded_body(1024), headers=headers)

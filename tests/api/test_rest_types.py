@@ -215,10 +215,10 @@ async def _rejected_register(
 ) -> None:
     """Register ``body`` and expect an error; nothing may be stored."""
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await client.post(TYPES, json=body, headers=ADMIN)
     assert_error(r, status, code, field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize(
@@ -308,20 +308,20 @@ async def test_register_rejects_malformed_body(
     client: httpx.AsyncClient, settings: Settings, raw: bytes
 ) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await client.post(TYPES, content=raw, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "BAD_USER_INPUT", "body")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_register_duplicate_id_is_409_and_keeps_the_original(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     await seed(client)  # registers "audio" (dimension 4)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await register(client, id="audio", name="Other", dimension=16, distance="euclidean")
     assert_error(r, 409, "CONFLICT", "id")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
     r = await client.get(f"{TYPES}/audio", headers=ADMIN)
     assert r.json()["name"] == "Audio" and r.json()["dimension"] == 4
 
@@ -497,9 +497,9 @@ async def test_update_rejects_bad_changes(
     client: httpx.AsyncClient, settings: Settings, changes: dict[str, Any], field: str
 ) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await update(client, "audio", changes), 400, "BAD_USER_INPUT", field)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 @pytest.mark.parametrize("raw", [b"{oops", b"[]", b"null"])
@@ -507,17 +507,17 @@ async def test_update_rejects_malformed_body(
     client: httpx.AsyncClient, settings: Settings, raw: bytes
 ) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     r = await client.put(f"{TYPES}/audio", content=raw, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "BAD_USER_INPUT", "body")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_update_unknown_type_is_404(client: httpx.AsyncClient, settings: Settings) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await update(client, "nope", {"name": "X"}), 404, "NOT_FOUND", "type_id")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 async def test_update_applies_to_cannot_drop_entity_types_with_stored_maps(
@@ -525,11 +525,11 @@ async def test_update_applies_to_cannot_drop_entity_types_with_stored_maps(
 ) -> None:
     await seed(client)
     await ingest(client, "audio", [("track", "t1"), ("playlist", "p1")], 4)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(
         await update(client, "audio", {"applies_to": ["track"]}), 400, "BAD_USER_INPUT", "applies_to"
     )
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
     # Narrowing to types that keep every stored map is fine.
     r = await update(client, "audio", {"applies_to": ["track", "playlist"]})
     assert r.status_code == 200, r.text
@@ -582,9 +582,9 @@ async def test_bump_version_of_type_without_maps(client: httpx.AsyncClient, sett
 
 async def test_bump_version_unknown_type_is_404(client: httpx.AsyncClient, settings: Settings) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     assert_error(await bump(client, "nope"), 404, "NOT_FOUND", "type_id")
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before
 
 
 # ------------------------------------------------------------------ auth
@@ -602,7 +602,7 @@ async def test_registry_endpoints_need_the_admin_token(
     client: httpx.AsyncClient, settings: Settings, headers: dict[str, str], status: int, code: str
 ) -> None:
     await seed(client)
-    before = dump_databases(settings.data_dir)
+    before = dump_databases(settings)
     calls = [
         ("POST", TYPES, {"id": "other", "name": "Other", "dimension": 2}),
         ("GET", TYPES, None),
@@ -612,4 +612,4 @@ async def test_registry_endpoints_need_the_admin_token(
     ]
     for method, url, body in calls:
         assert_error(await client.request(method, url, json=body, headers=headers), status, code)
-    assert dump_databases(settings.data_dir) == before
+    assert dump_databases(settings) == before

@@ -1,0 +1,32 @@
+"""The API suite runs twice: on SQLite files and on PostgreSQL (see ``tests/backends.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fingerprints.config import Settings
+from tests.backends import BACKENDS, Backend, make_settings
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def settings_for(backend: Backend) -> Callable[..., Settings]:
+    """``settings_for(data_dir, **overrides)``: settings on this run's backend."""
+
+    def build(data_dir: Path, **overrides: Any) -> Settings:
+        return make_settings(backend, data_dir, **overrides)
+
+    return build
+
+
+@pytest.fixture
+def settings(settings_for: Callable[..., Settings], tmp_path: Path) -> Settings:
+    return settings_for(tmp_path / "data")

@@ -1,0 +1,177 @@
+"""The two storage backends the API suite runs on: SQLite files and a PostgreSQL server.
+
+PostgreSQL tests need ``FINGERPRINTS_TEST_PG_URL`` (an admin URL of a throwaway server; ``make
+test`` starts one with ``scripts/pg.sh``). Each data directory gets its own pair of schemas
+(catalog, user), so tests never see each other's rows and a "restart" that reuses a data
+directory finds its data again. ``sql`` and ``dump_databases`` read either backend directly,
+bypassing the service, so tests check what is really stored.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from fingerprints.config import Settings
+
+Backend = Literal["sqlite", "postgresql"]
+DbName = Literal["catalog", "user"]
+
+PG_URL_ENV = "FINGERPRINTS_TEST_PG_URL"
+BACKENDS: list[Any] = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+]
+
+_schemas: dict[Path, tuple[str, str]] = {}
+
+
+def pg_admin_url() -> str | None:
+    return os.environ.get(PG_URL_ENV) or None
+
+
+def require_pg() -> str:
+    url = pg_admin_url()
+    if url is None:
+        if os.environ.get("FINGERPRINTS_REQUIRE_PG"):
+            pytest.fail(f"{PG_URL_ENV} is unset but FINGERPRINTS_REQUIRE_PG is set")
+        pytest.skip(f"no PostgreSQL: set {PG_URL_ENV} (`make test` starts one with scripts/pg.sh)")
+    return url
+
+
+def _libpq(url: str) -> str:
+    """The SQLAlchemy URL as a libpq one (drop the ``+psycopg`` driver part)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _with_schema(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def pg_schemas(data_dir: Path) -> tuple[str, str]:
+    """The (catalog, user) schema pair of a data directory, created on first use."""
+    key = data_dir.resolve()
+    if key not in _schemas:
+        import psycopg
+
+        tag = uuid.uuid4().hex[:12]
+        pair = (f"fp_{tag}_catalog", f"fp_{tag}_user")
+        with psycopg.connect(_libpq(require_pg()), autocommit=True) as conn:
+            for schema in pair:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+        _schemas[key] = pair
+    return _schemas[key]
+
+
+def drop_pg_schemas(data_dir: Path) -> None:
+    pair = _schemas.pop(data_dir.resolve(), None)
+    if pair is None:
+        return
+    import psycopg
+
+    with psycopg.connect(_libpq(require_pg()), autocommit=True) as conn:
+        for schema in pair:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_settings(backend: Backend, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for ``data_dir`` on ``backend``; the same directory always means the same data."""
+    from tests.helpers import ADMIN_TOKEN
+
+    overrides.setdefault("admin_token", ADMIN_TOKEN)
+    if backend == "postgresql":
+        base = require_pg()
+        catalog, user = pg_schemas(data_dir)
+        overrides.setdefault("catalog_url", _with_schema(base, catalog))
+        overrides.setdefault("user_url", _with_schema(base, user))
+    return Settings(data_dir=data_dir, **overrides)
+
+
+def backend_of(settings: Settings) -> Backend:
+    return "postgresql" if settings.resolved_catalog_url().startswith("postgresql") else "sqlite"
+
+
+@contextmanager
+def connect(settings: Settings, db: DbName) -> Iterator[Any]:
+    """A DB-API connection to one of the two databases (``?`` placeholders on both)."""
+    url = settings.resolved_catalog_url() if db == "catalog" else settings.resolved_user_url()
+    if backend_of(settings) == "sqlite":
+        with closing(sqlite3.connect(settings.data_dir / f"{db}.db")) as conn:
+            yield conn
+        return
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        yield _QmarkConnection(conn)
+
+
+class _QmarkConnection:
+    """psycopg with sqlite3's ``?`` placeholders, so one query text serves both backends."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, query: str, params: Any = ()) -> Any:
+        cursor = self._conn.cursor()
+        cursor.execute(query.replace("%", "%%").replace("?", "%s"), tuple(params))
+        return _Rows(cursor)
+
+    def commit(self) -> None:
+        pass
+
+
+class _Rows:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [_plain(row) for row in self._cursor.fetchall()] if self._cursor.description else []
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else _plain(row)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+
+def _plain(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Values as sqlite3 returns them (``bytea`` arrives as bytes already; memoryview as bytes)."""
+    return tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+
+
+def sql(settings: Settings, db: DbName, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` run directly on the database, bypassing the service."""
+    with connect(settings, db) as conn:
+        return list(conn.execute(query, params).fetchall())
+
+
+def table_names(settings: Settings, db: DbName) -> list[str]:
+    if backend_of(settings) == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type='table'"
+    else:
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    return sorted(row[0] for row in sql(settings, db, query))
+
+
+def dump_databases(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table in both databases, sorted: compare before/after.
+
+    Leaves out the service's bookkeeping tables (``fingerprints_*``: schema version, change
+    counters, change log, stale markers, jobs), which legitimate writes elsewhere also touch."""
+    state: dict[str, list[tuple[Any, ...]]] = {}
+    for db in ("catalog", "user"):
+        for table in table_names(settings, db):  # type: ignore[arg-type]
+            if table.startswith("fingerprints_"):
+                continue
+            rows = sql(settings, db, f'SELECT * FROM "{table}"')  # type: ignore[arg-type]
+            state[f"{db}.db:{table}"] = sorted(rows, key=repr)
+    return state

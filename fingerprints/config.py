@@ -59,6 +59,21 @@ class Settings(BaseSettings):
         False, description="Aggregate an artist from the tracks where it is a main artist only."
     )
 
+    sync_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between looks at the change log for other replicas' writes "
+        "(PostgreSQL also wakes replicas at once with LISTEN/NOTIFY).",
+    )
+    change_log_keep: int = Field(
+        100_000, ge=1_000, description="Newest change-log entries kept (older ones are pruned)."
+    )
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a replica's claim on a running aggregation job holds without a heartbeat.",
+    )
+
     log_level: str = "info"
 
     def resolved_catalog_url(self) -> str:

@@ -77,8 +77,9 @@ def _load_exact(directory: Path, name: str, dimension: int, distance: Distance) 
     return index
 
 
-def save(index: KeyIndex, root: Path, watermark: Watermark) -> Path:
-    """Write the key's snapshot; the caller guarantees no write happens meanwhile."""
+def save(index: KeyIndex, root: Path, watermark: Watermark, *, seq: int = 0) -> Path:
+    """Write the key's snapshot; the caller guarantees no write happens meanwhile. ``seq`` is
+    the change-log position the index reflects: a later start replays the log from there."""
     target = key_dir(root, index.key)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{index.key.entity_type.value}-", dir=target.parent))
@@ -96,6 +97,7 @@ def save(index: KeyIndex, root: Path, watermark: Watermark) -> Path:
                 "kind": "hnsw" if index.graph is not None else "exact",
                 "recall": index.recall,
                 "watermark": asdict(watermark),
+                "seq": seq,
             }
         meta["files"] = _files(tmp)
         (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
@@ -116,10 +118,12 @@ def load(
     *,
     dimension: int,
     distance: Distance,
-    watermark: Watermark,
+    watermark: Watermark | None,
     params: IndexParams,
 ) -> KeyIndex:
-    """The key's index from its snapshot, or ``SnapshotUnusable`` saying why not."""
+    """The key's index from its snapshot, or ``SnapshotUnusable`` saying why not. With no
+    ``watermark`` the snapshot may be behind the database: the caller replays the change
+    log from ``saved_seq`` and checks the count itself."""
     directory = key_dir(root, key)
     meta_path = directory / "meta.json"
     if not meta_path.exists():
@@ -132,7 +136,7 @@ def load(
         raise SnapshotUnusable(f"snapshot format {meta.get('format')!r}, expected {FORMAT}")
     if (meta.get("dimension"), meta.get("distance")) != (dimension, distance.value):
         raise SnapshotUnusable("snapshot was made for another dimension or distance")
-    if meta.get("watermark") != asdict(watermark):
+    if watermark is not None and meta.get("watermark") != asdict(watermark):
         raise SnapshotUnusable(f"stale: snapshot at {meta.get('watermark')}, database at {asdict(watermark)}")
     if meta.get("files") != _files(directory):
         raise SnapshotUnusable("corrupt: a file's checksum does not match")
@@ -145,6 +149,16 @@ def load(
     except (OSError, ValueError) as exc:
         raise SnapshotUnusable(f"corrupt: {exc}") from None
     size = len(index.exact) + (len(index.graph) if index.graph is not None else 0)
-    if size != watermark.count:
+    if watermark is not None and size != watermark.count:
         raise SnapshotUnusable(f"stale: snapshot holds {size} vectors, database {watermark.count}")
     return index
+
+
+def saved_seq(root: Path, key: IndexKey) -> int | None:
+    """The change-log position a key's snapshot reflects (None: no usable snapshot meta)."""
+    try:
+        meta = orjson.loads((key_dir(root, key) / "meta.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    seq = meta.get("seq") if isinstance(meta, dict) else None
+    return seq if isinstance(seq, int) and seq >= 0 else None

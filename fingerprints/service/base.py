@@ -29,6 +29,7 @@ class Services:
     authenticator: Authenticator
     index: SimilarityIndex
     scheduler: Any = None  # the aggregation Scheduler, while the app runs
+    feed: Any = None  # the sync.ChangeFeed applying other replicas' writes, while the app runs
     # Feature types by id (None: unknown), read on every query; cleared by every type write.
     type_cache: dict[str, FeatureType | None] = field(default_factory=dict)
 

@@ -22,6 +22,7 @@ from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, now
 from fingerprints.service.inputs import as_bool, as_str, check_keys
 from fingerprints.store import catalog as catalog_store
+from fingerprints.store import changes as change_log
 from fingerprints.store import feature_maps as maps_store
 from fingerprints.store import feature_types as types_store
 
@@ -63,6 +64,7 @@ def register_feature_type(
         if types_store.get_feature_type(conn, type_id=feature_type.id) is not None:
             raise Conflict(f"feature type {feature_type.id!r} already exists", field="id")
         types_store.insert_feature_type(conn, feature_type=feature_type)
+        change_log.record(conn, "type", type_id=feature_type.id)
     svc.type_cache.clear()
     return feature_type
 
@@ -160,6 +162,7 @@ def update_feature_type(svc: Services, *, type_id: str, changes: Mapping[str, An
                     field="applies_to",
                 )
         types_store.update_feature_type(conn, feature_type=updated)
+        change_log.record(conn, "type", type_id=type_id)
     svc.type_cache.clear()
     indexing.feature_type_changed(svc, updated)
     if updated.aggregation_method is not current.aggregation_method or (
@@ -183,6 +186,7 @@ def bump_feature_type_version(svc: Services, *, type_id: str) -> VersionBump:
         current = _require(conn, type_id)
         bumped = dataclasses.replace(current, current_version=current.current_version + 1, updated_at=now())
         types_store.update_feature_type(conn, feature_type=bumped)
+        change_log.record(conn, "type", type_id=type_id)
     svc.type_cache.clear()
     with svc.dbs.catalog.read() as conn:
         outdated = count_all_maps(svc, conn, type_id=type_id, below_version=bumped.current_version)

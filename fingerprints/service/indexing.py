@@ -6,6 +6,7 @@ the index applies writes in commit order and a lazy load can never miss one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from fingerprints.errors import NotFound
 from fingerprints.index import snapshot
 from fingerprints.index.registry import IndexKey, KeyIndex
 from fingerprints.service.base import Services
+from fingerprints.store import changes
 from fingerprints.store import feature_maps as maps_store
 from fingerprints.store import feature_types as types_store
 
@@ -43,7 +45,8 @@ def snapshot_root(svc: Services) -> Path:
 
 
 def load_key(svc: Services, feature_type: FeatureType, entity_type: EntityType) -> KeyIndex:
-    """(Re)build one key's index: from its snapshot when it matches the database, else from the
+    """(Re)build one key's index: from its snapshot when it matches the database (or the change
+    log still holds every write since it was saved: those are replayed), else from the
     database (saying why)."""
     db = svc.dbs.for_entity(entity_type)
     key = IndexKey(feature_type.id, entity_type)
@@ -51,14 +54,7 @@ def load_key(svc: Services, feature_type: FeatureType, entity_type: EntityType) 
         mark = watermark(svc, key)
         if svc.settings.index_snapshots and mark.count:
             try:
-                index = snapshot.load(
-                    snapshot_root(svc),
-                    key,
-                    dimension=feature_type.dimension,
-                    distance=feature_type.distance,
-                    watermark=mark,
-                    params=svc.index.params,
-                )
+                index = _from_snapshot(svc, feature_type, key, mark)
             except snapshot.SnapshotUnusable as why:
                 log.info("index %s: building from the database (%s)", key, why)
             else:
@@ -73,6 +69,52 @@ def load_key(svc: Services, feature_type: FeatureType, entity_type: EntityType) 
         return svc.index.create(key, feature_type.dimension, feature_type.distance, ids, matrix)
 
 
+def _from_snapshot(
+    svc: Services, feature_type: FeatureType, key: IndexKey, mark: snapshot.Watermark
+) -> KeyIndex:
+    root = snapshot_root(svc)
+    load = functools.partial(
+        snapshot.load,
+        root,
+        key,
+        dimension=feature_type.dimension,
+        distance=feature_type.distance,
+        params=svc.index.params,
+    )
+    try:
+        return load(watermark=mark)
+    except snapshot.SnapshotUnusable as why:
+        if not str(why).startswith("stale"):
+            raise
+        # Behind the database: usable when the change log still holds every write since.
+        db = svc.dbs.for_entity(key.entity_type)
+        seq = snapshot.saved_seq(root, key)
+        with db.read() as conn:
+            floor = changes.replayable_after(conn)
+            entries = changes.since(conn, seq, limit=1_000_000) if seq is not None and seq >= floor else None
+        if entries is None:
+            raise
+        touched: set[str] = set()
+        for change in entries:
+            if change.feature_type_id != key.feature_type_id or change.kind == "type":
+                continue
+            if change.entity_type not in (None, key.entity_type):
+                continue
+            if change.kind == "key" or change.entity_ids is None:
+                raise snapshot.SnapshotUnusable("stale: every map of the key changed since") from None
+            touched.update(change.entity_ids)
+        index = load(watermark=None)
+        from fingerprints.service.sync import refresh
+
+        refresh(db, index, sorted(touched))
+        if len(index) != mark.count:
+            raise snapshot.SnapshotUnusable(
+                f"stale: {len(index)} vectors after replaying the log, database {mark.count}"
+            ) from None
+        log.info("index %s: snapshot caught up by replaying %d changed entities", key, len(touched))
+        return index
+
+
 def save_snapshot(svc: Services, index: KeyIndex) -> None:
     """Snapshot one key if it changed since its last snapshot (writers wait meanwhile)."""
     if not svc.settings.index_snapshots:
@@ -83,7 +125,8 @@ def save_snapshot(svc: Services, index: KeyIndex) -> None:
         if index.saved == mark or svc.index.get(index.key) is not index:
             return
         started = time.perf_counter()
-        snapshot.save(index, snapshot_root(svc), mark)
+        seq = svc.feed.positions.get(db.name, 0) if svc.feed is not None else 0
+        snapshot.save(index, snapshot_root(svc), mark, seq=seq)
         index.saved = mark
     log.info("index %s: snapshot saved in %.2fs", index.key, time.perf_counter() - started)
 
@@ -178,15 +221,23 @@ def index_status(svc: Services) -> dict[str, Any]:
 
 
 def start(svc: Services) -> None:
-    """Start-up: build (eager) or defer (lazy) the index, then start its worker."""
+    """Start-up: build (eager) or defer (lazy) the index, then start its worker and the feed
+    of other replicas' writes (from where the log ended before the build)."""
+    from fingerprints.service.sync import ChangeFeed
+
+    svc.feed = ChangeFeed(svc)
+    svc.feed.mark_start()
     # A freshly built graph is worth keeping: snapshot it right away.
     svc.index.on_graph_built = lambda index: save_snapshot(svc, index)
     if svc.settings.index_load == "eager":
         build_index(svc)
     svc.index.start()
+    svc.feed.start()
 
 
 def stop(svc: Services) -> None:
-    """Shutdown: stop the worker, then snapshot every key that changed."""
+    """Shutdown: stop the feed and the worker, then snapshot every key that changed."""
+    if svc.feed is not None:
+        svc.feed.stop()
     svc.index.stop()
     save_snapshots(svc)

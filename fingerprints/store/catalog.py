@@ -16,7 +16,6 @@ from fingerprints.store.tables import (
     albums,
     artist_genres,
     artists,
-    playlist_feature_maps,
     track_artists,
     tracks,
     user_playlist,
@@ -167,8 +166,5 @@ def delete_playlist(conn: Connection, *, playlist_id: str) -> bool:
     """Delete a playlist, its tracks and its feature maps; False when it did not exist."""
     conn.execute(delete(user_playlist_tracks).where(user_playlist_tracks.c.playlist_id == playlist_id))
     # Explicit, not only ON DELETE CASCADE: a pezzottify user.db may predate the foreign key.
-    if conn.execute(
-        delete(playlist_feature_maps).where(playlist_feature_maps.c.playlist_id == playlist_id)
-    ).rowcount:
-        feature_maps.bump_generation(conn, type_id=None, entity_type=EntityType.PLAYLIST)
+    feature_maps.delete_entity_maps(conn, entity_type=EntityType.PLAYLIST, entity_ids=[playlist_id])
     return bool(conn.execute(delete(user_playlist).where(user_playlist.c.id == playlist_id)).rowcount)

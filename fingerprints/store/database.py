@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,15 +13,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from fingerprints.config import Settings
 from fingerprints.domain import EntityType
-from fingerprints.store import dialect, migrations
+from fingerprints.store import changes, dialect, migrations
 
 
 class Database:
     """One engine plus the discipline around it: reads share, writes take turns and commit once."""
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, engine: Engine, name: str, *, origin: str = "") -> None:
         self.engine = engine
         self.name = name
+        # Who writes: recorded with each change-log entry, so a replica skips its own.
+        self.origin = origin or uuid.uuid4().hex
         # One writer at a time in this process; busy_timeout covers other processes. Reentrant,
         # so a use case can hold it across its commit and the in-memory updates that follow.
         self._write_lock = threading.RLock()
@@ -40,9 +43,13 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends; the write is durable on return."""
         with self._write_lock, self.engine.connect() as conn:
-            conn.execution_options(**{dialect.WRITE_OPTION: True})
+            conn.execution_options(**{dialect.WRITE_OPTION: True, changes.ORIGIN_OPTION: self.origin})
             with conn.begin():
                 yield conn
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def files(self) -> list[str]:
         return dialect.file_paths(self.engine)
@@ -78,9 +85,10 @@ def _engine(url: str, settings: Settings) -> Engine:
 def open_databases(settings: Settings) -> Databases:
     """Build both engines and bring both schemas up to date."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    origin = uuid.uuid4().hex  # this process, as the change log names it
     dbs = Databases(
-        catalog=Database(_engine(settings.resolved_catalog_url(), settings), "catalog"),
-        user=Database(_engine(settings.resolved_user_url(), settings), "user"),
+        catalog=Database(_engine(settings.resolved_catalog_url(), settings), "catalog", origin=origin),
+        user=Database(_engine(settings.resolved_user_url(), settings), "user", origin=origin),
     )
     with dbs.catalog.write() as conn:
         migrations.migrate(conn, migrations.CATALOG_MIGRATIONS, database="catalog")

@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from fingerprints.domain import EntityType, FeatureMap, decode_vector, decode_vectors
-from fingerprints.store import dialect
+from fingerprints.store import changes, dialect
 from fingerprints.store.tables import feature_maps, index_generation, playlist_feature_maps
 
 CHUNK = 900  # keys per IN (...) list, well under every engine's parameter limit
@@ -66,8 +66,12 @@ def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], play
             columns=MAP_COLUMNS,
             rows=rows,
         )
-    for entity_type, type_id in {(r.entity_type, r.feature_type_id) for r in rows}:
+    keys: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        keys.setdefault((row.entity_type, row.feature_type_id), []).append(row.entity_id)
+    for (entity_type, type_id), ids in keys.items():
         bump_generation(conn, type_id=type_id, entity_type=EntityType(entity_type))
+        changes.record(conn, "maps", type_id=type_id, entity_type=EntityType(entity_type), entity_ids=ids)
 
 
 def bump_generation(conn: Connection, *, type_id: str | None, entity_type: EntityType | None) -> None:
@@ -149,6 +153,7 @@ def delete_feature_type_maps(conn: Connection, *, type_id: str, playlists: bool)
     table = playlist_feature_maps if playlists else feature_maps
     conn.execute(delete(table).where(table.c.feature_type_id == type_id))
     bump_generation(conn, type_id=type_id, entity_type=None)
+    changes.record(conn, "key", type_id=type_id)
     return {entity_type: n for (_, entity_type), n in counts.items()}
 
 
@@ -170,7 +175,20 @@ def delete_entity_maps(
         deleted += conn.execute(stmt).rowcount
     if deleted:
         bump_generation(conn, type_id=type_id, entity_type=entity_type)
+        if type_id is not None:
+            changes.record(conn, "maps", type_id=type_id, entity_type=entity_type, entity_ids=ids)
+        else:
+            for deleted_type in _types_of_key_rows(conn, entity_type=entity_type):
+                changes.record(conn, "maps", type_id=deleted_type, entity_type=entity_type, entity_ids=ids)
     return deleted
+
+
+def _types_of_key_rows(conn: Connection, *, entity_type: EntityType) -> list[str]:
+    """Feature types that ever had maps of this entity type (their generation rows)."""
+    stmt = select(index_generation.c.feature_type_id).where(
+        index_generation.c.entity_type == entity_type.value
+    )
+    return [row[0] for row in conn.execute(stmt)]
 
 
 def count_maps(
@@ -195,3 +213,25 @@ def count_maps(
         (row[0], EntityType.PLAYLIST if playlists else EntityType(row[1])): row[-1]
         for row in conn.execute(stmt)
     }
+
+
+def vectors_of(
+    conn: Connection, *, entity_type: EntityType, type_id: str, entity_ids: Sequence[str], dimension: int
+) -> tuple[list[str], np.ndarray]:
+    """The stored vectors of some entities of one key: the ids found, in one matrix (absent ids
+    have no map any more)."""
+    if not entity_ids:
+        return [], np.empty((0, dimension), dtype=np.float32)
+    table, id_col, where = entity_table(entity_type)
+    rows = dialect.cached_rows(
+        conn,
+        ("vectors_of", entity_type.value),
+        lambda: select(id_col, table.c.vector).where(
+            table.c.feature_type_id == bindparam("type_id"), dialect.in_param(conn, id_col, "ids"), *where
+        ),
+        {"type_id": type_id, "ids": dialect.list_param(conn, list(dict.fromkeys(entity_ids)))},
+    )
+    if not rows:
+        return [], np.empty((0, dimension), dtype=np.float32)
+    ids, blobs = zip(*rows, strict=True)
+    return list(ids), decode_vectors(blobs, dimension)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, MetaData, Table, Text, select
+from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, select
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -45,6 +45,30 @@ def _create(*wanted: Table) -> Callable[[Connection], None]:
     return apply
 
 
+def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
+    """``ALTER TABLE … ADD COLUMN`` for each named column of the model the table lacks (a
+    table created by an earlier migration from today's model already has them)."""
+
+    def apply(conn: Connection) -> None:
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name in present:
+                continue
+            column = table.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {kind}')
+
+    return apply
+
+
+def _steps(*steps: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for step in steps:
+            step(conn)
+
+    return apply
+
+
 CATALOG_MIGRATIONS = [
     Migration(
         1,
@@ -53,6 +77,11 @@ CATALOG_MIGRATIONS = [
     ),
     Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
     Migration(3, "stale aggregates and aggregation jobs", _create(tables.stale, tables.jobs)),
+    Migration(
+        4,
+        "change log (index sync across replicas); job leases",
+        _steps(_create(tables.changes), _add_columns(tables.jobs, "lease_owner", "lease_expires_at")),
+    ),
 ]
 
 USER_MIGRATIONS = [
@@ -63,6 +92,7 @@ USER_MIGRATIONS = [
     ),
     Migration(2, "index generations (snapshot watermarks)", _create(tables.index_generation)),
     Migration(3, "stale playlist aggregates", _create(tables.stale)),
+    Migration(4, "change log (index sync across replicas)", _create(tables.changes)),
 ]
 
 

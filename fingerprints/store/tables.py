@@ -6,7 +6,7 @@ The catalog tables mirror pezzottify's columns so the service can run on an exis
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, Table, Text, text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, LargeBinary, Table, Text, text
 from sqlmodel import Field, SQLModel
 
 # ---------------------------------------------------------------- catalog.db: fingerprints
@@ -198,6 +198,31 @@ class JobRow(SQLModel, table=True):
     started_at: int | None = Field(default=None, sa_column=Column(Integer))
     finished_at: int | None = Field(default=None, sa_column=Column(Integer))
     errors: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # Which replica runs the job and until when its lease holds (schema version 4): another
+    # replica may take over a running job whose lease has expired.
+    lease_owner: str | None = Field(default=None, sa_column=Column(Text))
+    lease_expires_at: float | None = Field(default=None, sa_column=Column(Float))
+
+
+class ChangeRow(SQLModel, table=True):
+    """The change log (both databases, schema version 4): one row per committed write to
+    feature maps or feature types, in commit order, so every replica can apply the writes of
+    the others to its in-memory index. ``kind``: ``maps`` (these entities' maps changed: read
+    them again), ``key`` (every map of the key changed: reload it; no entity type = every
+    key of the feature type in this database), ``type`` (the feature type's row changed)."""
+
+    __tablename__ = "fingerprints_changes"
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    origin: str = Field(sa_column=Column(Text, nullable=False))
+    kind: str = Field(sa_column=Column(Text, nullable=False))
+    feature_type_id: str = Field(sa_column=Column(Text, nullable=False))
+    entity_type: str | None = Field(default=None, sa_column=Column(Text))
+    entity_ids: str | None = Field(default=None, sa_column=Column(Text))  # JSON array
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -219,6 +244,7 @@ playlist_feature_maps = _table(PlaylistFeatureMapRow)
 index_generation = _table(IndexGenerationRow)
 stale = _table(StaleRow)
 jobs = _table(JobRow)
+changes = _table(ChangeRow)
 
 CATALOG_TABLES = [artists, albums, tracks, track_artists, album_artists, artist_genres]
 USER_TABLES = [user_playlist, user_playlist_tracks]

@@ -106,6 +106,7 @@ def connect(settings: Settings, db: DbName) -> Iterator[Any]:
     if backend_of(settings) == "sqlite":
         with closing(sqlite3.connect(settings.data_dir / f"{db}.db")) as conn:
             yield conn
+            conn.commit()  # like psycopg's autocommit: a statement run here stays done
         return
     import psycopg
 

@@ -199,12 +199,15 @@ class _Listener:
         self._thread.join(timeout=5)
 
     def _connect(self) -> Any:
-        raw = self.db.engine.raw_connection()
-        raw.detach()  # ours for good: it never goes back to the pool
-        conn = raw.driver_connection
-        assert conn is not None
-        conn.autocommit = True
-        conn.execute(f"LISTEN {changes.NOTIFY_CHANNEL}")
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = psycopg.connect(url, autocommit=True)
+        try:
+            conn.execute(f"LISTEN {changes.NOTIFY_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self) -> None:

@@ -404,8 +404,9 @@ async def test_snapshots_used_rejected_when_corrupt_or_stale(tmp_path: Path) -> 
         assert status is not None and status["source"] == "database", status
         assert await answers(client, centers) == first
 
-    # a stale snapshot (older than the database) is not used: restore an older copy after
-    # (a) an update, which leaves the count alone, and (b) a new vector
+    # a stale snapshot (older than the database) is caught up from the change log, never
+    # served as it is: restore an older copy after (a) an update, which leaves the count
+    # alone, and (b) a new vector (tests/api/test_change_log.py: a log too short → rebuilt)
     rounds = [
         {track_id(7): (centers[21] + 0.05 * rng.normal(size=DIM)).astype(np.float32)},
         make_vectors(rng, range(600, 601), centers, noise=0.3),
@@ -423,7 +424,7 @@ async def test_snapshots_used_rejected_when_corrupt_or_stale(tmp_path: Path) -> 
         shutil.copytree(saved, snap)
         async with running_client(create_app(settings)) as client:
             status = await key_status(client, KEY)
-            assert status is not None and status["source"] == "database", status
+            assert status is not None and status["source"] == "snapshot", status
             assert status["size"] == len(vectors), status
             for t, v in changed.items():
                 await assert_found_first(client, t, v)

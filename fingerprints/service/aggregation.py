@@ -277,24 +277,38 @@ def get_job(svc: Services, *, job_id: object) -> Job:
 
 
 def claim_next_job(svc: Services) -> str | None:
-    """Mark the oldest queued job running and return its id."""
+    """Claim the oldest queued job (or a running one whose replica's lease ran out) for this
+    process, and return its id; the caller renews the lease while it runs (``renew_lease``)."""
     with svc.dbs.catalog.read() as conn:  # the idle scheduler asks every second: no write then
-        if agg_store.next_queued(conn) is None:
+        if not agg_store.has_claimable(conn, at=time.time()):
             return None
     with svc.dbs.catalog.write() as conn:
-        row = agg_store.next_queued(conn)
-        if row is None:
-            return None
-        agg_store.update_job(conn, job_id=row["id"], status="running", started_at=now(), processed=0)
+        row = agg_store.claim_job(
+            conn, owner=svc.dbs.catalog.origin, at=time.time(), lease=svc.settings.job_lease_seconds
+        )
+    if row is None:
+        return None
+    if row["status"] == "running":
+        log.warning("aggregation job %s: its replica's lease expired; resuming it here", row["id"])
     return str(row["id"])
 
 
-def requeue_interrupted(svc: Services) -> int:
+def renew_lease(svc: Services, job_id: str) -> bool:
+    """Extend this process's lease on a job it runs; False: another replica has taken it."""
     with svc.dbs.catalog.write() as conn:
-        count = agg_store.requeue_running(conn)
-    if count:
-        log.warning("re-queued %d aggregation job(s) interrupted by a restart", count)
-    return count
+        return agg_store.renew_lease(
+            conn,
+            job_id=job_id,
+            owner=svc.dbs.catalog.origin,
+            until=time.time() + svc.settings.job_lease_seconds,
+        )
+
+
+def release_lease(svc: Services, job_id: str) -> None:
+    """A graceful stop left the job between two chunks: the next replica (or start) takes it
+    at once instead of waiting for the lease to run out."""
+    with svc.dbs.catalog.write() as conn:
+        agg_store.release_lease(conn, job_id=job_id, owner=svc.dbs.catalog.origin)
 
 
 def run_job(svc: Services, job_id: str, *, stopping: threading.Event | None = None) -> Job:
@@ -468,11 +482,22 @@ def _write(
 
 
 def sweep_stale(svc: Services) -> Job | None:
-    """Queue a job for whatever is stale (the scheduler's periodic pass); None if nothing is."""
-    with svc.dbs.catalog.read() as conn:
-        stale = agg_store.count_stale(conn)
-    with svc.dbs.user.read() as conn:
-        stale += agg_store.count_stale(conn)
-    if not stale:
-        return None
-    return trigger_aggregation(svc, trigger="schedule")
+    """Queue a job for whatever is stale (the scheduler's periodic pass); None if nothing is,
+    or if a sweep is already pending. Replicas over one PostgreSQL take turns through an
+    advisory lock, so one sweep is queued however many replicas look at once."""
+    with svc.dbs.catalog.engine.connect() as lock_conn:
+        if not agg_store.try_sweep_lock(lock_conn):
+            return None
+        try:
+            with svc.dbs.catalog.read() as conn:
+                if agg_store.pending_sweep(conn):
+                    return None
+                stale = agg_store.count_stale(conn)
+            with svc.dbs.user.read() as conn:
+                stale += agg_store.count_stale(conn)
+            if not stale:
+                return None
+            return trigger_aggregation(svc, trigger="schedule")
+        finally:
+            agg_store.release_sweep_lock(lock_conn)
+            lock_conn.commit()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from fingerprints.domain import EntityType, decode_vectors
@@ -248,10 +248,80 @@ def next_queued(conn: Connection) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def requeue_running(conn: Connection) -> int:
-    """Jobs a crash left running start again (their work is idempotent)."""
-    result = conn.execute(update(jobs).where(jobs.c.status == "running").values(status="queued"))
-    return int(result.rowcount)
+def _claimable(at: float) -> Any:
+    """Queued jobs, and running ones whose replica stopped renewing its lease."""
+    expired = or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < at)
+    return or_(jobs.c.status == "queued", and_(jobs.c.status == "running", expired))
+
+
+def has_claimable(conn: Connection, *, at: float) -> bool:
+    return conn.execute(select(jobs.c.id).where(_claimable(at)).limit(1)).first() is not None
+
+
+def claim_job(conn: Connection, *, owner: str, at: float, lease: float) -> dict[str, Any] | None:
+    """Take the oldest claimable job for ``owner`` until ``at + lease``. On PostgreSQL the row
+    is locked ``FOR UPDATE SKIP LOCKED``, so replicas claiming at once take different jobs (or
+    none); on SQLite the writer's exclusive turn does the same."""
+    stmt = (
+        select(jobs)
+        .where(_claimable(at))
+        .order_by(jobs.c.created_at, jobs.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        return None
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == row["id"])
+        .values(
+            status="running", lease_owner=owner, lease_expires_at=at + lease, started_at=int(at), processed=0
+        )
+    )
+    return dict(row)
+
+
+def renew_lease(conn: Connection, *, job_id: str, owner: str, until: float) -> bool:
+    """Extend ``owner``'s lease; False when the job is no longer running under it."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
+        .values(lease_expires_at=until)
+    )
+    return bool(conn.execute(stmt).rowcount)
+
+
+def release_lease(conn: Connection, *, job_id: str, owner: str) -> None:
+    """Leave a still-running job to whoever claims next (a graceful stop between chunks)."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
+        .values(lease_expires_at=0.0)
+    )
+    conn.execute(stmt)
+
+
+def pending_sweep(conn: Connection) -> bool:
+    """Whether a scheduled sweep is already queued or running (by any replica)."""
+    stmt = select(jobs.c.id).where(jobs.c.trigger == "schedule", jobs.c.status.in_(["queued", "running"]))
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+SWEEP_LOCK = 0x46505F5357454550  # "FP_SWEEP": the advisory lock of the periodic sweep
+
+
+def try_sweep_lock(conn: Connection) -> bool:
+    """Take the sweep lock for this connection's session (PostgreSQL: one replica at a time;
+    elsewhere there is one process per database file: always granted)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": SWEEP_LOCK}).scalar())
+
+
+def release_sweep_lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SWEEP_LOCK})
 
 
 def last_finished(conn: Connection) -> int | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -70,7 +71,7 @@ def _run(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[t
             cursor.executemany(sql, args)
             return []
         cursor.execute(sql, args)
-        return list(cursor.fetchall())
+        return list(cursor.fetchall()) if cursor.description is not None else []
     finally:
         cursor.close()
 
@@ -144,6 +145,9 @@ def upsert_many(
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
         cached = _UPSERT_SQL[shape] = (str(compiled), list(getattr(compiled, "positiontup", None) or []))
     sql, positions = cached
+    if conn.dialect.name == "postgresql":
+        _upsert_unnest(conn, table, keys=keys, update=update, columns=columns, rows=rows)
+        return
     if conn.dialect.positional:
         if positions != list(columns):
             order = [list(columns).index(name) for name in positions]
@@ -152,6 +156,70 @@ def upsert_many(
     else:
         args = [dict(zip(columns, row, strict=True)) for row in rows]
     _run(conn, sql, args, many=True)
+
+
+_UNNEST_SQL: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _upsert_unnest(
+    conn: Connection,
+    table: Table,
+    *,
+    keys: Sequence[str],
+    update: Sequence[str],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """PostgreSQL: the whole batch as one ``INSERT … SELECT * FROM unnest(<one array per
+    column>) ON CONFLICT …`` statement, not one statement per row. A key may occur once per
+    statement there, so the batch keeps each key's last row (what row-by-row upserts leave)."""
+    shape = (table.name, tuple(keys), tuple(update), tuple(columns))
+    sql = _UNNEST_SQL.get(shape)
+    if sql is None:
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in columns)
+        conflict = ", ".join(f'"{k}"' for k in keys)
+        action = (
+            "DO UPDATE SET " + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update)
+            if update
+            else "DO NOTHING"
+        )
+        sql = _UNNEST_SQL[shape] = (
+            f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}) '
+            f"ON CONFLICT ({conflict}) {action}"
+        )
+    positions = [list(columns).index(k) for k in keys]
+    last = {tuple(row[i] for i in positions): n for n, row in enumerate(rows)}
+    if len(last) != len(rows):
+        rows = [rows[n] for n in sorted(last.values())]
+    _run(conn, sql, [list(column) for column in zip(*rows, strict=True)])
+
+
+STREAM_BATCH = 20_000
+
+
+def stream_rows(conn: Connection, stmt: ClauseElement, *, batch: int = STREAM_BATCH) -> Iterator[list[Any]]:
+    """A large result in batches of plain tuples. PostgreSQL streams it through a server-side
+    cursor (the client never holds more than a batch of raw rows); SQLite steps its cursor."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: dict[str, Any] = dict(compiled.construct_params() or {})
+    args = _bind(conn, getattr(compiled, "positiontup", None) or [], params)
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    if conn.dialect.name == "postgresql":
+        cursor = dbapi.cursor(name=f"fp_stream_{next(_cursor_names)}")  # type: ignore[call-arg]
+        cursor.itersize = batch  # type: ignore[attr-defined]
+    else:
+        cursor = dbapi.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        while rows := cursor.fetchmany(batch):
+            yield list(rows)
+    finally:
+        cursor.close()
+
+
+_cursor_names = itertools.count()
 
 
 def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:

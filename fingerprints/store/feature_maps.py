@@ -140,11 +140,15 @@ def load_vectors(
     """Every vector of one (feature type, entity type): ids and one (n, dimension) matrix."""
     table, id_col, where = entity_table(entity_type)
     stmt = select(id_col, table.c.vector).where(table.c.feature_type_id == type_id, *where).order_by(id_col)
-    rows = dialect.raw_rows(conn, stmt)
-    if not rows:
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    for rows in dialect.stream_rows(conn, stmt):
+        batch_ids, blobs = zip(*rows, strict=True)
+        ids.extend(batch_ids)
+        parts.append(decode_vectors(blobs, dimension))
+    if not parts:
         return [], np.empty((0, dimension), dtype=np.float32)
-    ids, blobs = zip(*rows, strict=True)
-    return list(ids), decode_vectors(blobs, dimension)
+    return ids, parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def delete_feature_type_maps(conn: Connection, *, type_id: str, playlists: bool) -> dict[EntityType, int]:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 
-.PHONY: install demo serve test lint typecheck bench clean
+.PHONY: install demo serve test test-replicas lint typecheck bench clean pg-start pg-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy fingerprints
 
-## Lint, type-check and run the whole default test suite (what CI runs).
+## Lint, type-check and run the whole default test suite (what CI runs). The API suite runs on
+## SQLite and on a throwaway local PostgreSQL (scripts/pg.sh; installed when missing and root);
+## without one, the PostgreSQL half is skipped.
 test: lint typecheck
-	$(BIN)/pytest
+	PG_URL=$$(scripts/pg.sh start) || PG_URL=""; \
+	FINGERPRINTS_TEST_PG_URL=$${FINGERPRINTS_TEST_PG_URL:-$$PG_URL} $(BIN)/pytest
+
+## Two real replicas over one PostgreSQL: sync, job take-over after SIGKILL, no job run twice.
+test-replicas: $(STAMP)
+	PG_URL=$$(scripts/pg.sh start) && \
+	FINGERPRINTS_TEST_PG_URL=$${FINGERPRINTS_TEST_PG_URL:-$$PG_URL} $(BIN)/pytest -m replicas
+
+## A local PostgreSQL for development (port 55432, data under /tmp); prints its URL.
+pg-start:
+	@scripts/pg.sh start
+
+pg-stop:
+	@scripts/pg.sh stop
 
 ## Benchmarks: figures are ratios against a baseline measured in the same run.
 bench: $(STAMP)

@@ -290,6 +290,7 @@ def claim_next_job(svc: Services) -> str | None:
         return None
     if row["status"] == "running":
         log.warning("aggregation job %s: its replica's lease expired; resuming it here", row["id"])
+    log.info("aggregation job %s claimed by %s", row["id"], svc.dbs.catalog.origin)
     return str(row["id"])
 
 

@@ -928,9 +928,11 @@ def seed_in_process(
     dimension: int,
     method: str,
     playlists: int = 0,
+    settings: Settings | None = None,
 ) -> None:
-    """A big catalog, one feature type and a vector per track, through the service layer."""
-    services = open_services(settings_for(data_dir))
+    """A big catalog, one feature type and a vector per track, through the service layer
+    (on ``settings``' databases when given, else on SQLite files in ``data_dir``)."""
+    services = open_services(settings or settings_for(data_dir))
     try:
         step = services.settings.max_batch_items
         demo = big_catalog(n_tracks, n_albums, n_artists)

@@ -42,12 +42,12 @@ import pytest_asyncio
 from sqlalchemy import event
 
 from fingerprints.app import create_app
-from fingerprints.config import Settings
 from fingerprints.schema import context as context_module
 from fingerprints.service import graph as graph_service
 from fingerprints.store import dialect
 from tests.api.similar_helpers import gql, ingest, load_catalog, register_type
-from tests.helpers import ADMIN_TOKEN, running_client
+from tests.backends import Backend, make_settings
+from tests.helpers import running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -152,11 +152,9 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("graphql-statements") / "data",
-        admin_token=ADMIN_TOKEN,
-        aggregation_interval=0,
+async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> AsyncIterator[Env]:
+    settings = make_settings(
+        backend, tmp_path_factory.mktemp("graphql-statements") / "data", aggregation_interval=0
     )
     app = create_app(settings)
     async with running_client(app) as client:

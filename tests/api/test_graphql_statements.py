@@ -11,11 +11,17 @@ execution path (``Connection.execute`` / ``exec_driver_sql``). The catalog-graph
 plain DB-API cursor (``conn.connection.dbapi_connection.cursor()``): the engine never sees
 those. ``test_raw_rows_bypass_engine_events`` shows this. So the counter is both:
 
-- the engine events on ``dbs.catalog.engine`` and ``dbs.user.engine`` (the ``BEGIN`` each read
-  transaction issues, and the statements run through ``conn.execute``), and
+- the engine events on ``dbs.catalog.engine`` and ``dbs.user.engine`` (the ``begin`` event of
+  each read transaction, recorded as a ``BEGIN``, and the statements run through
+  ``conn.execute``), and
 - a wrapper around ``dialect.raw_rows`` and ``dialect.existing_values`` (the other DB-API
   cursor reader), installed with monkeypatch; ``fingerprints.store.graph`` looks
   ``dialect.raw_rows`` up on the module at each call, so the wrapper sees every call.
+
+Transactions are counted by the ``begin`` event, not by a ``BEGIN`` statement: on SQLite the
+dialect issues one (``dialect.configure_engine``), but psycopg opens PostgreSQL transactions
+implicitly, with no statement the engine would see. The SQLite ``BEGIN`` statement itself is
+left out, so each transaction counts once on both backends.
 
 Only the statements of the request under test are counted: the test sets a context variable
 around the POST; httpx's ASGI transport runs the app in the caller's task, asyncio tasks and
@@ -173,15 +179,23 @@ async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Asy
             def on_execute(
                 conn: Any, cursor: Any, statement: str, *args: Any, _source: str = f"engine:{name}"
             ) -> None:
-                log.add(_source, statement)
+                if kind_of(statement) != "begin":  # SQLite's BEGIN: on_begin counted it
+                    log.add(_source, statement)
+
+            def on_begin(conn: Any, _source: str = f"engine:{name}") -> None:
+                log.add(_source, "BEGIN")
 
             event.listen(database.engine, "before_cursor_execute", on_execute)
-            listeners.append((database.engine, on_execute))
+            event.listen(database.engine, "begin", on_begin)
+            listeners += [
+                (database.engine, "before_cursor_execute", on_execute),
+                (database.engine, "begin", on_begin),
+            ]
         try:
             yield Env(client, app, log, vectors)
         finally:
-            for engine, fn in listeners:
-                event.remove(engine, "before_cursor_execute", fn)
+            for engine, name, fn in listeners:
+                event.remove(engine, name, fn)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -124,16 +125,20 @@ def pg_databases(data_dir: Path, *, migrated: bool = True) -> tuple[str, str]:
     return _databases[key]
 
 
-def drop_pg_databases() -> None:
-    """Drop every database this session made (templates last)."""
+def drop_pg_databases(workers: int = 8) -> None:
+    """Drop every database this session made, templates included.
+
+    From several connections at once: each DROP DATABASE waits for a checkpoint, and
+    concurrent requests share one (8 connections: about 8x faster than one by one)."""
     global _templates
     names = [name for pair in _databases.values() for name in pair]
     _databases.clear()
     if _templates is not None:
-        names += _templates
+        names += _templates  # nothing is copied from them any more
         _templates = None
-    if names:
-        _admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names))
+    drops = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda share: _admin(*share), [drops[i::workers] for i in range(workers)]))
 
 
 def make_settings(backend: Backend, data_dir: Path, *, migrated: bool = True, **overrides: Any) -> Settings:

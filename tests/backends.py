@@ -137,8 +137,10 @@ def drop_pg_databases(workers: int = 8) -> None:
         names += _templates  # nothing is copied from them any more
         _templates = None
     drops = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names]
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda share: _admin(*share), [drops[i::workers] for i in range(workers)]))
+    shares = [share for share in (drops[i::workers] for i in range(workers)) if share]
+    if shares:  # none on a SQLite-only run (no server to ask)
+        with ThreadPoolExecutor(len(shares)) as pool:
+            list(pool.map(lambda share: _admin(*share), shares))
 
 
 def make_settings(backend: Backend, data_dir: Path, *, migrated: bool = True, **overrides: Any) -> Settings:

@@ -30,10 +30,9 @@ def admin() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _drop_pg_schemas() -> Iterator[None]:
-    """PostgreSQL schemas made for tests live until the session ends, then go."""
+def _drop_pg_databases() -> Iterator[None]:
+    """PostgreSQL databases made for tests live until the session ends, then go."""
     yield
-    from tests.backends import _schemas, drop_pg_schemas
+    from tests.backends import drop_pg_databases
 
-    for data_dir in list(_schemas):
-        drop_pg_schemas(data_dir)
+    drop_pg_databases()

@@ -2,17 +2,15 @@
 artists with paginated albums and tracks, playlists, batched roots, NOT_FOUND, ``similar`` on
 an entity (weighted features, cross-entity targets) and the ``outdated`` flag of ``fingerprint``.
 
-Every catalog field is compared with the rows of ``catalog.db`` / ``user.db`` read with sqlite3;
+Every catalog field is compared with the rows of ``catalog.db`` / ``user.db`` read directly (either backend);
 every similar list with the brute-force numpy reference of tests/api/similar_helpers.py."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,7 +32,8 @@ from tests.api.similar_helpers import (
     register_type,
     upsert_playlist,
 )
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client, seed
+from tests.backends import Backend, DbName, connect, make_settings
+from tests.helpers import ADMIN, running_client, seed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -136,16 +135,16 @@ def catalog() -> dict[str, Any]:
 @dataclass
 class Env:
     client: httpx.AsyncClient
-    data_dir: Path
+    settings: Settings
     audio: dict[str, Vectors]  # entity type -> id -> vector (cosine, 8-d, tracks and albums)
     mood: Vectors  # track id -> vector (cosine, 5-d, tracks only, NO_MOOD missing)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> AsyncIterator[Env]:
     data_dir = tmp_path_factory.mktemp("graphql-catalog") / "data"
     # no sweeps: the album vectors ingested below are what albums are compared by
-    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, aggregation_interval=0)
+    settings = make_settings(backend, data_dir, aggregation_interval=0)
     async with running_client(create_app(settings)) as client:
         await load_catalog(client, catalog())
         await upsert_playlist(client, "pl7", 7, PLAYLIST_TRACKS)
@@ -174,15 +173,15 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         }
         r = await client.post("/v1/admin/fingerprints/ingest", json=body, headers=ADMIN)
         assert r.status_code == 200 and r.json()["errors"] == [], r.text
-        yield Env(client, data_dir, audio, mood)
+        yield Env(client, settings, audio, mood)
 
 
 # ------------------------------------------------------------------ the stored rows
 
 
 @contextmanager
-def db(env: Env, name: str = "catalog.db") -> Iterator[sqlite3.Connection]:
-    with closing(sqlite3.connect(env.data_dir / name)) as conn:
+def db(env: Env, name: DbName = "catalog") -> Iterator[Any]:
+    with connect(env.settings, name) as conn:
         yield conn
 
 
@@ -299,7 +298,7 @@ def artist_track_ids(env: Env, artist_id: str) -> list[str]:
 
 
 def playlist_rows(env: Env, playlist_id: str) -> tuple[tuple[Any, ...], list[str]]:
-    with db(env, "user.db") as conn:
+    with db(env, "user") as conn:
         head = conn.execute(
             "SELECT id, name, user_id, created FROM user_playlist WHERE id = ?", (playlist_id,)
         ).fetchone()

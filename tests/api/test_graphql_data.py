@@ -3,8 +3,8 @@ including per-item ingest errors, playlist privacy, the batch limit and the body
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from fingerprints.app import create_app
 from fingerprints.config import Settings
-from tests.helpers import ADMIN, ADMIN_TOKEN, dump_databases, running_client, seed
+from tests.helpers import ADMIN, dump_databases, running_client, seed
 
 INGEST = """
 mutation Ingest($input: IngestInput!) {
@@ -136,12 +136,20 @@ async def register_rest(client: httpx.AsyncClient, type_id: str, dimension: int,
     assert r.status_code == 201, r.text
 
 
-@asynccontextmanager
-async def custom_client(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
-    data_dir = tmp_path / "d"
-    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, **overrides)
-    async with running_client(create_app(settings)) as c:
-        yield c, data_dir
+CustomClient = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Settings]]]
+
+
+@pytest.fixture
+def custom_client(settings_for: Callable[..., Settings], tmp_path: Path) -> CustomClient:
+    """``custom_client(**overrides)``: the app on this run's backend with overridden settings."""
+
+    @asynccontextmanager
+    async def run(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+        settings = settings_for(tmp_path / "d", **overrides)
+        async with running_client(create_app(settings)) as c:
+            yield c, settings
+
+    return run
 
 
 # ------------------------------------------------------------------ catalog and playlists
@@ -664,8 +672,8 @@ async def test_playlist_fingerprint_visibility(
 # ------------------------------------------------------------------ limits
 
 
-async def test_batch_limit(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, max_batch_items=3) as (c, data_dir):
+async def test_batch_limit(custom_client: CustomClient) -> None:
+    async with custom_client(max_batch_items=3) as (c, settings):
         await register_rest(c, "audio", 4)
         first = {
             "artists": [{"id": "ar1", "name": "A"}],
@@ -680,11 +688,11 @@ async def test_batch_limit(tmp_path: Path) -> None:
         three = [feature("track", f"t{i}", [1, i, 0, 0]) for i in (1, 2, 3)]
         assert ok(await ingest(c, three), "ingestFeatureMaps") == {"ingested": 3, "errors": []}
 
-        before = dump_databases(data_dir)
+        before = dump_databases(settings)
         four = [feature("track", f"t{i}", [0, 0, i, 1]) for i in (1, 2, 3, 4)]
         error = only_error(await ingest(c, four))
         assert error["extensions"]["code"] == "PAYLOAD_TOO_LARGE", error
-        assert dump_databases(data_dir) == before
+        assert dump_databases(settings) == before
 
         too_many = {"artists": [{"id": f"arx{i}", "name": "X"} for i in range(4)]}
         assert error_code(await gql(c, UPSERT_CATALOG, {"input": too_many}, ADMIN)) == "PAYLOAD_TOO_LARGE"
@@ -692,11 +700,11 @@ async def test_batch_limit(tmp_path: Path) -> None:
         assert error_code(await gql(c, UPSERT_CATALOG, {"input": mixed}, ADMIN)) == "PAYLOAD_TOO_LARGE"
         playlist = {"id": "p9", "userId": 1, "trackIds": ["t1", "t2", "t3", "t4"]}
         assert error_code(await gql(c, UPSERT_PLAYLIST, {"input": playlist}, ADMIN)) == "PAYLOAD_TOO_LARGE"
-        assert dump_databases(data_dir) == before
+        assert dump_databases(settings) == before
 
 
-async def test_body_over_limit_is_413_with_graphql_body(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, max_body_bytes=2048) as (c, data_dir):
+async def test_body_over_limit_is_413_with_graphql_body(custom_client: CustomClient) -> None:
+    async with custom_client(max_body_bytes=2048) as (c, settings):
         await register_rest(c, "audio", 4)
         r = await c.post(
             "/v1/admin/catalog",
@@ -708,7 +716,7 @@ async def test_body_over_limit_is_413_with_graphql_body(tmp_path: Path) -> None:
             headers=ADMIN,
         )
         assert r.status_code == 200, r.text
-        before = dump_databases(data_dir)
+        before = dump_databases(settings)
 
         features = [feature("track", "t1", [0.123456789] * 4, {"pad": "x" * 2100})]
         payload = {"query": INGEST, "variables": {"input": {"featureTypeId": "audio", "features": features}}}
@@ -720,7 +728,7 @@ async def test_body_over_limit_is_413_with_graphql_body(tmp_path: Path) -> None:
         body = r.json()
         assert body["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE", body
         assert body["errors"][0]["message"]
-        assert dump_databases(data_dir) == before
+        assert dump_databases(settings) == before
 
         # Without Content-Length (chunked): refused while streaming, same answer.
         async def chunks() -> AsyncIterator[bytes]:
@@ -730,7 +738,7 @@ async def test_body_over_limit_is_413_with_graphql_body(tmp_path: Path) -> None:
         r = await c.post("/graphql", content=chunks(), headers={**ADMIN, "Content-Type": "application/json"})
         assert r.status_code == 413, r.text
         assert r.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
-        assert dump_databases(data_dir) == before
+        assert dump_databases(settings) == before
 
         # Just under the limit: served.
         small = [feature("track", "t1", [0.5, 0.5, 0.5, 0.5])]

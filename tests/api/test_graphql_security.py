@@ -3,8 +3,8 @@ GraphiQL switches, and masking of unexpected resolver errors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 import fingerprints.service.feature_types
 from fingerprints.app import create_app
 from fingerprints.config import Settings
-from tests.helpers import ADMIN, ADMIN_TOKEN, dump_databases, running_client, seed
+from tests.helpers import ADMIN, dump_databases, running_client, seed
 
 INTROSPECT_DEEP = "{ __schema { types { fields { type { name } } } } }"
 INTROSPECT_SMALL = "{ __schema { queryType { name } } }"
@@ -39,12 +39,20 @@ async def gql(
     return r.json()
 
 
-@asynccontextmanager
-async def custom_client(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
-    data_dir = tmp_path / "d"
-    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, **overrides)
-    async with running_client(create_app(settings)) as c:
-        yield c, data_dir
+CustomClient = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Settings]]]
+
+
+@pytest.fixture
+def custom_client(settings_for: Callable[..., Settings], tmp_path: Path) -> CustomClient:
+    """``custom_client(**overrides)``: the app on this run's backend with overridden settings."""
+
+    @asynccontextmanager
+    async def run(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+        settings = settings_for(tmp_path / "d", **overrides)
+        async with running_client(create_app(settings)) as c:
+            yield c, settings
+
+    return run
 
 
 def refused(body: dict[str, Any], fragment: str) -> dict[str, Any]:
@@ -58,8 +66,8 @@ def refused(body: dict[str, Any], fragment: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ query limits
 
 
-async def test_depth_limit_rejects_deeper_query(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphql_max_depth=1) as (c, _):
+async def test_depth_limit_rejects_deeper_query(custom_client: CustomClient) -> None:
+    async with custom_client(graphql_max_depth=1) as (c, _):
         refused(await gql(c, STATS), "depth")
         # Within the limit: served.
         assert (await gql(c, "{ featureTypes { id name } }")) == {"data": {"featureTypes": []}}
@@ -71,27 +79,27 @@ async def test_depth_limit_default_allows_real_queries(client: httpx.AsyncClient
     assert body == {"data": {"featureTypes": [{"id": "audio", "stats": {"trackCount": 0}}]}}
 
 
-async def test_deep_introspection_is_bounded_by_tokens_not_depth(tmp_path: Path) -> None:
+async def test_deep_introspection_is_bounded_by_tokens_not_depth(custom_client: CustomClient) -> None:
     """The depth limit skips introspection fields (as Strawberry's does, so GraphiQL's own
     introspection query works); a deep introspection query is bounded by the token limit,
     and introspection can be switched off altogether."""
-    async with custom_client(tmp_path, graphql_max_depth=2) as (c, _):
+    async with custom_client(graphql_max_depth=2) as (c, _):
         assert "__schema" in (await gql(c, INTROSPECT_DEEP))["data"]
-    async with custom_client(tmp_path, graphql_max_depth=2, graphql_max_tokens=12) as (c, _):
+    async with custom_client(graphql_max_depth=2, graphql_max_tokens=12) as (c, _):
         refused(await gql(c, INTROSPECT_DEEP), "token")
 
 
-async def test_alias_limit(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphql_max_aliases=2) as (c, _):
+async def test_alias_limit(custom_client: CustomClient) -> None:
+    async with custom_client(graphql_max_aliases=2) as (c, _):
         three = "{ a: featureTypes { id } b: featureTypes { id } c: featureTypes { id } }"
         refused(await gql(c, three), "alias")
         two = "{ a: featureTypes { id } b: featureTypes { id } }"
         assert await gql(c, two) == {"data": {"a": [], "b": []}}
 
 
-async def test_alias_limit_applies_to_mutations(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphql_max_aliases=2) as (c, data_dir):
-        before = dump_databases(data_dir)
+async def test_alias_limit_applies_to_mutations(custom_client: CustomClient) -> None:
+    async with custom_client(graphql_max_aliases=2) as (c, settings):
+        before = dump_databases(settings)
         mutation = (
             "mutation {"
             + "".join(
@@ -101,11 +109,11 @@ async def test_alias_limit_applies_to_mutations(tmp_path: Path) -> None:
             + " }"
         )
         refused(await gql(c, mutation, headers=ADMIN), "alias")
-        assert dump_databases(data_dir) == before
+        assert dump_databases(settings) == before
 
 
-async def test_token_limit(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphql_max_tokens=10) as (c, _):
+async def test_token_limit(custom_client: CustomClient) -> None:
+    async with custom_client(graphql_max_tokens=10) as (c, _):
         # 5 tokens: { featureTypes { id } }
         assert await gql(c, "{ featureTypes { id } }") == {"data": {"featureTypes": []}}
         long = "{ featureTypes { id name description dimension currentVersion isActive createdAt } }"
@@ -150,8 +158,8 @@ async def test_introspection_enabled_by_default(client: httpx.AsyncClient) -> No
     assert body == {"data": {"__type": {"name": "FeatureType"}}}
 
 
-async def test_introspection_disabled(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, introspection=False) as (c, _):
+async def test_introspection_disabled(custom_client: CustomClient) -> None:
+    async with custom_client(introspection=False) as (c, _):
         error = refused(await gql(c, INTROSPECT_SMALL), "introspection")
         assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
         refused(await gql(c, '{ __type(name: "FeatureType") { name } }'), "introspection")
@@ -166,8 +174,8 @@ async def test_graphiql_served_by_default(client: httpx.AsyncClient) -> None:
     assert "graphiql" in r.text.lower()
 
 
-async def test_graphiql_not_served_when_disabled(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphiql=False) as (c, _):
+async def test_graphiql_not_served_when_disabled(custom_client: CustomClient) -> None:
+    async with custom_client(graphiql=False) as (c, _):
         r = await c.get("/graphql", headers={"Accept": "text/html"})
         assert r.status_code != 200
         assert "graphiql" not in r.text.lower()

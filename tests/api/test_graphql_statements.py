@@ -11,11 +11,17 @@ execution path (``Connection.execute`` / ``exec_driver_sql``). The catalog-graph
 plain DB-API cursor (``conn.connection.dbapi_connection.cursor()``): the engine never sees
 those. ``test_raw_rows_bypass_engine_events`` shows this. So the counter is both:
 
-- the engine events on ``dbs.catalog.engine`` and ``dbs.user.engine`` (the ``BEGIN`` each read
-  transaction issues, and the statements run through ``conn.execute``), and
+- the engine events on ``dbs.catalog.engine`` and ``dbs.user.engine`` (the ``begin`` event of
+  each read transaction, recorded as a ``BEGIN``, and the statements run through
+  ``conn.execute``), and
 - a wrapper around ``dialect.raw_rows`` and ``dialect.existing_values`` (the other DB-API
   cursor reader), installed with monkeypatch; ``fingerprints.store.graph`` looks
   ``dialect.raw_rows`` up on the module at each call, so the wrapper sees every call.
+
+Transactions are counted by the ``begin`` event, not by a ``BEGIN`` statement: on SQLite the
+dialect issues one (``dialect.configure_engine``), but psycopg opens PostgreSQL transactions
+implicitly, with no statement the engine would see. The SQLite ``BEGIN`` statement itself is
+left out, so each transaction counts once on both backends.
 
 Only the statements of the request under test are counted: the test sets a context variable
 around the POST; httpx's ASGI transport runs the app in the caller's task, asyncio tasks and
@@ -42,12 +48,12 @@ import pytest_asyncio
 from sqlalchemy import event
 
 from fingerprints.app import create_app
-from fingerprints.config import Settings
 from fingerprints.schema import context as context_module
 from fingerprints.service import graph as graph_service
 from fingerprints.store import dialect
 from tests.api.similar_helpers import gql, ingest, load_catalog, register_type
-from tests.helpers import ADMIN_TOKEN, running_client
+from tests.backends import Backend, make_settings
+from tests.helpers import running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -152,11 +158,9 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("graphql-statements") / "data",
-        admin_token=ADMIN_TOKEN,
-        aggregation_interval=0,
+async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> AsyncIterator[Env]:
+    settings = make_settings(
+        backend, tmp_path_factory.mktemp("graphql-statements") / "data", aggregation_interval=0
     )
     app = create_app(settings)
     async with running_client(app) as client:
@@ -175,15 +179,23 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             def on_execute(
                 conn: Any, cursor: Any, statement: str, *args: Any, _source: str = f"engine:{name}"
             ) -> None:
-                log.add(_source, statement)
+                if kind_of(statement) != "begin":  # SQLite's BEGIN: on_begin counted it
+                    log.add(_source, statement)
+
+            def on_begin(conn: Any, _source: str = f"engine:{name}") -> None:
+                log.add(_source, "BEGIN")
 
             event.listen(database.engine, "before_cursor_execute", on_execute)
-            listeners.append((database.engine, on_execute))
+            event.listen(database.engine, "begin", on_begin)
+            listeners += [
+                (database.engine, "before_cursor_execute", on_execute),
+                (database.engine, "begin", on_begin),
+            ]
         try:
             yield Env(client, app, log, vectors)
         finally:
-            for engine, fn in listeners:
-                event.remove(engine, "before_cursor_execute", fn)
+            for engine, name, fn in listeners:
+                event.remove(engine, name, fn)
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
-"""Running on an existing pezzottify catalog.db / user.db: only our tables are added, theirs never change."""
+"""Running on an existing pezzottify catalog.db / user.db: only our tables are added, theirs never change.
+
+SQLite only, by nature: pezzottify's databases are SQLite files, built here with sqlite3. The
+module pins ``backend`` to SQLite instead of running on the API suite's two backends."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,8 @@ import pytest
 
 from fingerprints.app import create_app
 from fingerprints.config import Settings
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client
+from tests.backends import Backend
+from tests.helpers import ADMIN, running_client
 
 # pezzottify's tables carry more columns than the service reads (design §6).
 PEZZOTTIFY_CATALOG = """
@@ -87,6 +92,12 @@ def _theirs(data_dir: Path) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    """pezzottify keeps its catalog and users in SQLite files: no PostgreSQL variant."""
+    return "sqlite"
+
+
 @pytest.fixture
 def pezzottify_dir(tmp_path: Path) -> Path:
     data_dir = tmp_path / "pezzottify"
@@ -94,9 +105,11 @@ def pezzottify_dir(tmp_path: Path) -> Path:
     return data_dir
 
 
-async def test_service_adds_its_tables_and_leaves_theirs_untouched(pezzottify_dir: Path) -> None:
+async def test_service_adds_its_tables_and_leaves_theirs_untouched(
+    pezzottify_dir: Path, settings_for: Callable[..., Settings]
+) -> None:
     before = _theirs(pezzottify_dir)
-    settings = Settings(data_dir=pezzottify_dir, admin_token=ADMIN_TOKEN)
+    settings = settings_for(pezzottify_dir)
     vectors = np.random.default_rng(3).normal(size=(3, 8)).astype(np.float32)
     async with running_client(create_app(settings)) as client:
         r = await client.post(
@@ -132,8 +145,10 @@ async def test_service_adds_its_tables_and_leaves_theirs_untouched(pezzottify_di
     assert {"feature_map_types", "feature_maps", "fingerprints_schema_version"} <= names
 
 
-async def test_playlist_privacy_on_pezzottify_user_db(pezzottify_dir: Path) -> None:
-    settings = Settings(data_dir=pezzottify_dir, admin_token=ADMIN_TOKEN)
+async def test_playlist_privacy_on_pezzottify_user_db(
+    pezzottify_dir: Path, settings_for: Callable[..., Settings]
+) -> None:
+    settings = settings_for(pezzottify_dir)
     async with running_client(create_app(settings)) as client:
         await client.post(
             "/v1/admin/fingerprints/types", json={"id": "audio", "name": "A", "dimension": 2}, headers=ADMIN

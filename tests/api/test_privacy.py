@@ -7,11 +7,8 @@ PLAYLIST targets, and the REST routes of spec §6.3."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,7 +34,8 @@ from tests.api.similar_helpers import (
     register_type,
     track_id,
 )
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client
+from tests.backends import Backend, connect, make_settings
+from tests.helpers import ADMIN, running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -71,15 +69,15 @@ by_viewer = pytest.mark.parametrize("viewer", list(VIEWERS))
 @dataclass
 class Env:
     client: httpx.AsyncClient
-    data_dir: Path
+    settings: Settings
     world: World
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> AsyncIterator[Env]:
     data_dir = tmp_path_factory.mktemp("privacy") / "data"
     # no sweeps: playlist vectors stay the ones ingested (the references use them)
-    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, aggregation_interval=0)
+    settings = make_settings(backend, data_dir, aggregation_interval=0)
     async with running_client(create_app(settings)) as client:
         world = await build_world(client, seed=4)
         # a second playlist feature, for multi-feature searches over playlists
@@ -92,7 +90,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         }
         for entity_type, vectors in world.vectors["vibe"].items():
             await ingest(client, "vibe", entity_type, vectors)
-        yield Env(client, data_dir, world)
+        yield Env(client, settings, world)
 
 
 # ------------------------------------------------------------------ helpers
@@ -123,7 +121,7 @@ def same_error(a: dict[str, Any], a_id: str, b: dict[str, Any], b_id: str) -> No
 
 
 def playlist_row(env: Env, playlist_id: str) -> tuple[tuple[Any, ...], list[str]]:
-    with closing(sqlite3.connect(env.data_dir / "user.db")) as conn:
+    with connect(env.settings, "user") as conn:
         head = conn.execute(
             "SELECT id, name, user_id, created FROM user_playlist WHERE id = ?", (playlist_id,)
         ).fetchone()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from fingerprints.config import Settings
+from tests.backends import sql
 from tests.helpers import ADMIN, dump_databases, small_catalog
 
 CATALOG = "/v1/admin/catalog"
@@ -33,57 +32,49 @@ def assert_error(r: httpx.Response, status: int, code: str, field: Any = _ANY) -
     return error
 
 
-def sql(data_dir: Path, db: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(data_dir / db)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
+def catalog_rows(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return sql(settings, "catalog", query, *params)
 
 
-def catalog_rows(data_dir: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    return sql(data_dir, "catalog.db", query, *params)
+def user_rows(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return sql(settings, "user", query, *params)
 
 
-def user_rows(data_dir: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    return sql(data_dir, "user.db", query, *params)
+def rowids(settings: Settings, table: str) -> dict[str, int]:
+    return dict(catalog_rows(settings, f"SELECT id, rowid FROM {table}"))
 
 
-def rowids(data_dir: Path, table: str) -> dict[str, int]:
-    return dict(catalog_rows(data_dir, f"SELECT id, rowid FROM {table}"))
-
-
-def track_links(data_dir: Path) -> set[tuple[str, str, int]]:
+def track_links(settings: Settings) -> set[tuple[str, str, int]]:
     """(track id, artist id, role) of every track_artists row."""
     return set(
         catalog_rows(
-            data_dir,
+            settings,
             "SELECT t.id, a.id, ta.role FROM track_artists ta "
             "JOIN tracks t ON t.rowid = ta.track_rowid JOIN artists a ON a.rowid = ta.artist_rowid",
         )
     )
 
 
-def album_links(data_dir: Path) -> list[tuple[str, str, int]]:
+def album_links(settings: Settings) -> list[tuple[str, str, int]]:
     return catalog_rows(
-        data_dir,
+        settings,
         "SELECT al.id, a.id, aa.position FROM album_artists aa "
         "JOIN albums al ON al.rowid = aa.album_rowid JOIN artists a ON a.rowid = aa.artist_rowid "
         "ORDER BY al.id, aa.position",
     )
 
 
-def genres(data_dir: Path) -> set[tuple[str, str]]:
+def genres(settings: Settings) -> set[tuple[str, str]]:
     return set(
         catalog_rows(
-            data_dir, "SELECT a.id, g.genre FROM artist_genres g JOIN artists a ON a.rowid = g.artist_rowid"
+            settings, "SELECT a.id, g.genre FROM artist_genres g JOIN artists a ON a.rowid = g.artist_rowid"
         )
     )
 
 
-def playlist_tracks(data_dir: Path, playlist_id: str) -> list[tuple[int, str]]:
+def playlist_tracks(settings: Settings, playlist_id: str) -> list[tuple[int, str]]:
     return user_rows(
-        data_dir,
+        settings,
         "SELECT position, track_id FROM user_playlist_tracks WHERE playlist_id = ? ORDER BY position",
         playlist_id,
     )
@@ -135,7 +126,7 @@ async def cataloged(client: httpx.AsyncClient) -> httpx.AsyncClient:
 async def test_upsert_writes_pezzottify_tables(client: httpx.AsyncClient, settings: Settings) -> None:
     body = await upsert_ok(client, small_catalog())
     assert body == {"upserted": {"artists": 3, "albums": 2, "tracks": 6}, "errors": []}
-    d = settings.data_dir
+    d = settings
 
     assert catalog_rows(d, "SELECT id, name, popularity, followers_total FROM artists ORDER BY id") == [
         ("ar1", "Artist One", 70, 0),
@@ -175,7 +166,7 @@ async def test_upsert_writes_pezzottify_tables(client: httpx.AsyncClient, settin
 
 
 async def test_upsert_again_updates_in_place(cataloged: httpx.AsyncClient, settings: Settings) -> None:
-    d = settings.data_dir
+    d = settings
     ids_before = {t: rowids(d, t) for t in ("artists", "albums", "tracks")}
     catalog = small_catalog()
     for kind in ("artists", "albums", "tracks"):
@@ -238,8 +229,8 @@ async def test_featured_and_main_artist_on_one_track(client: httpx.AsyncClient, 
         ],
     }
     await upsert_ok(client, catalog)
-    assert track_links(settings.data_dir) == {("t", "a", MAIN), ("t", "b", FEATURED), ("u", "b", FEATURED)}
-    assert album_links(settings.data_dir) == [("x", "a", 0), ("x", "b", 1)]
+    assert track_links(settings) == {("t", "a", MAIN), ("t", "b", FEATURED), ("u", "b", FEATURED)}
+    assert album_links(settings) == [("x", "a", 0), ("x", "b", 1)]
 
 
 async def test_upsert_resolves_references_to_existing_rows(
@@ -263,22 +254,20 @@ async def test_upsert_resolves_references_to_existing_rows(
         },
     )
     assert body["upserted"] == {"artists": 0, "albums": 1, "tracks": 2}
-    albums = rowids(settings.data_dir, "albums")
+    albums = rowids(settings, "albums")
     assert catalog_rows(
-        settings.data_dir, "SELECT id, album_rowid FROM tracks WHERE id IN ('t7','t8') ORDER BY id"
+        settings, "SELECT id, album_rowid FROM tracks WHERE id IN ('t7','t8') ORDER BY id"
     ) == [
         ("t7", albums["al3"]),
         ("t8", albums["al1"]),
     ]
-    assert {("t8", "ar1", MAIN), ("t8", "ar3", FEATURED), ("t7", "ar2", MAIN)} <= track_links(
-        settings.data_dir
-    )
+    assert {("t8", "ar1", MAIN), ("t8", "ar3", FEATURED), ("t7", "ar2", MAIN)} <= track_links(settings)
 
 
 async def test_upsert_reports_bad_items_and_stores_good_ones(
     cataloged: httpx.AsyncClient, settings: Settings
 ) -> None:
-    d = settings.data_dir
+    d = settings
     before = dump_databases(d)
     r = await upsert(
         cataloged,
@@ -423,13 +412,13 @@ async def test_playlist_upsert_keeps_order_and_reports_unknown_tracks(
         (2, "track", "t404", "UNKNOWN_TRACK"),
         (5, "track", "nope", "UNKNOWN_TRACK"),
     ]
-    d = settings.data_dir
+    d = settings
     assert user_rows(d, "SELECT id, user_id, name, creator_id FROM user_playlist") == [("p1", 7, "Mine", 7)]
     assert playlist_tracks(d, "p1") == [(0, "t3"), (1, "t1"), (2, "t5"), (3, "t1")]
 
 
 async def test_playlist_replacement(cataloged: httpx.AsyncClient, settings: Settings) -> None:
-    d = settings.data_dir
+    d = settings
     r = await put_playlist(
         cataloged, {"id": "p1", "user_id": 7, "name": "Mine", "track_ids": ["t1", "t2", "t3"]}
     )
@@ -490,7 +479,7 @@ async def test_playlist_rejects_bad_input(
 async def test_delete_playlist_removes_it_with_its_feature_maps(
     cataloged: httpx.AsyncClient, settings: Settings
 ) -> None:
-    d = settings.data_dir
+    d = settings
     for pid, owner, tracks in (("p1", 7, ["t1", "t2"]), ("p2", 8, ["t3"])):
         r = await put_playlist(cataloged, {"id": pid, "user_id": owner, "track_ids": tracks})
         assert r.status_code == 200, r.text

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from fingerprints.app import create_app
 from fingerprints.config import Settings
+from tests.backends import sql
 from tests.helpers import ADMIN, ADMIN_TOKEN, dump_databases, running_client, seed
 
 INGEST = "/v1/admin/fingerprints/ingest"
@@ -86,29 +86,25 @@ def assert_vector(actual: Any, expected: Any) -> None:
     np.testing.assert_array_equal(f32(actual), f32(expected))
 
 
-def stored_maps(data_dir: Path) -> dict[tuple[str, str, str], tuple[int, np.ndarray, Any]]:
+def stored_maps(settings: Settings) -> dict[tuple[str, str, str], tuple[int, np.ndarray, Any]]:
     """Every stored map, keyed (entity_type, entity_id, feature_type_id): (version, vector, metadata)."""
     maps: dict[tuple[str, str, str], tuple[int, np.ndarray, Any]] = {}
-    conn = sqlite3.connect(data_dir / "catalog.db")
-    try:
-        for et, eid, tid, version, blob, meta in conn.execute(
-            "SELECT entity_type, entity_id, feature_type_id, version, vector, metadata FROM feature_maps"
-        ):
-            maps[(et, eid, tid)] = (version, np.frombuffer(blob, "<f4"), json.loads(meta) if meta else None)
-    finally:
-        conn.close()
-    conn = sqlite3.connect(data_dir / "user.db")
-    try:
-        for pid, tid, version, blob, meta in conn.execute(
-            "SELECT playlist_id, feature_type_id, version, vector, metadata FROM playlist_feature_maps"
-        ):
-            maps[("playlist", pid, tid)] = (
-                version,
-                np.frombuffer(blob, "<f4"),
-                json.loads(meta) if meta else None,
-            )
-    finally:
-        conn.close()
+    for et, eid, tid, version, blob, meta in sql(
+        settings,
+        "catalog",
+        "SELECT entity_type, entity_id, feature_type_id, version, vector, metadata FROM feature_maps",
+    ):
+        maps[(et, eid, tid)] = (version, np.frombuffer(blob, "<f4"), json.loads(meta) if meta else None)
+    for pid, tid, version, blob, meta in sql(
+        settings,
+        "user",
+        "SELECT playlist_id, feature_type_id, version, vector, metadata FROM playlist_feature_maps",
+    ):
+        maps[("playlist", pid, tid)] = (
+            version,
+            np.frombuffer(blob, "<f4"),
+            json.loads(meta) if meta else None,
+        )
     return maps
 
 
@@ -165,7 +161,7 @@ async def test_good_batch_is_stored_and_read_back(seeded: httpx.AsyncClient, set
         assert_vector(stored["vector"], item["vector"])
         assert isinstance(stored["computed_at"], int) and stored["computed_at"] > 0
 
-    maps = stored_maps(settings.data_dir)
+    maps = stored_maps(settings)
     assert set(maps) == {
         ("track", "t1", "audio"),
         ("track", "t2", "audio"),
@@ -195,7 +191,7 @@ async def test_good_batch_is_stored_and_read_back(seeded: httpx.AsyncClient, set
 async def test_reingest_replaces_the_stored_map(seeded: httpx.AsyncClient, settings: Settings) -> None:
     await ingest_ok(seeded, [feature("t1", V1, metadata={"run": 1}), feature("t2", V1)])
     await ingest_ok(seeded, [feature("t1", V2)])
-    maps = stored_maps(settings.data_dir)
+    maps = stored_maps(settings)
     assert len(maps) == 2
     assert_vector(maps[("track", "t1", "audio")][1], V2)
     assert maps[("track", "t1", "audio")][2] is None
@@ -222,16 +218,10 @@ async def test_metadata_is_stored_as_json_and_read_back(
             feature("t3", V1, metadata=None),
         ],
     )
-    raw = dict(
-        sqlite3.connect(settings.data_dir / "catalog.db")
-        .execute("SELECT entity_id, metadata FROM feature_maps")
-        .fetchall()
-    )
+    raw = dict(sql(settings, "catalog", "SELECT entity_id, metadata FROM feature_maps"))
     assert json.loads(raw["t1"]) == meta
     assert raw["t2"] is None and raw["t3"] is None
-    (playlist_meta,) = sqlite3.connect(settings.data_dir / "user.db").execute(
-        "SELECT metadata FROM playlist_feature_maps"
-    )
+    (playlist_meta,) = sql(settings, "user", "SELECT metadata FROM playlist_feature_maps")
     assert json.loads(playlist_meta[0]) == [1, "two"]
 
     assert (await fingerprint(seeded, "track", "t1"))["fingerprint"]["audio"]["metadata"] == meta
@@ -248,7 +238,7 @@ async def test_version_below_current_is_stored_and_outdated(
     await ingest_ok(seeded, [feature("t2", V2)])  # no version: the current one
     await ingest_ok(seeded, [feature("t3", V3)], version=2)
 
-    maps = stored_maps(settings.data_dir)
+    maps = stored_maps(settings)
     assert {k[1]: v[0] for k, v in maps.items()} == {"t1": 1, "t2": 2, "t3": 2}
     t1 = (await fingerprint(seeded, "track", "t1"))["fingerprint"]["audio"]
     assert t1["version"] == 1 and t1["outdated"] is True
@@ -268,7 +258,7 @@ async def test_zero_vector_is_allowed_under_non_cosine_distances(
         seeded, [feature("t1", [0, 0, 0, 0]), feature("t2", [0.0, -0.0, 0.0, 0.0])], type_id="euc"
     )
     await ingest_ok(seeded, [feature("t1", [0, 0, 0, 0])], type_id="dot")
-    maps = stored_maps(settings.data_dir)
+    maps = stored_maps(settings)
     assert_vector(maps[("track", "t1", "euc")][1], [0, 0, 0, 0])
     assert_vector(maps[("track", "t2", "euc")][1], [0, 0, 0, 0])
     assert_vector(maps[("track", "t1", "dot")][1], [0, 0, 0, 0])
@@ -277,7 +267,7 @@ async def test_zero_vector_is_allowed_under_non_cosine_distances(
 async def test_applies_to_allows_listed_entity_types(seeded: httpx.AsyncClient, settings: Settings) -> None:
     await register(seeded, "pl", applies_to=["track", "playlist"])
     await ingest_ok(seeded, [feature("t1", V1), feature("p1", V1, "playlist")], type_id="pl")
-    assert set(stored_maps(settings.data_dir)) == {("track", "t1", "pl"), ("playlist", "p1", "pl")}
+    assert set(stored_maps(settings)) == {("track", "t1", "pl"), ("playlist", "p1", "pl")}
 
 
 # ------------------------------------------------------------------ per-item errors, one at a time
@@ -479,7 +469,7 @@ async def _run_mixed(
     """Send ``items`` (each with the error code expected, or None) over earlier maps of t3 and t4."""
     await ingest_ok(seeded, [feature("t3", V3, metadata={"keep": True}), feature("t4", V3)])
     before = dump_databases(settings)
-    stored_before = stored_maps(settings.data_dir)
+    stored_before = stored_maps(settings)
 
     r = await ingest(seeded, [item for item, _ in items])
     assert r.status_code == 200, r.text
@@ -495,7 +485,7 @@ async def _run_mixed(
         ],
     )
 
-    maps = stored_maps(settings.data_dir)
+    maps = stored_maps(settings)
     assert set(maps) == set(stored_before) | {(i["entity_type"], i["entity_id"], "audio") for i in good}
     for item in good:
         version, vector, _ = maps[(item["entity_type"], item["entity_id"], "audio")]
@@ -605,13 +595,15 @@ async def _seed_mini(client: httpx.AsyncClient) -> None:
     await register(client, "audio")
 
 
-def _limited(tmp_path: Path, **limits: Any) -> tuple[Settings, Any]:
-    settings = Settings(data_dir=tmp_path / "limited", admin_token=ADMIN_TOKEN, **limits)
+def _limited(settings_for: Callable[..., Settings], tmp_path: Path, **limits: Any) -> tuple[Settings, Any]:
+    settings = settings_for(tmp_path / "limited", **limits)
     return settings, running_client(create_app(settings))
 
 
-async def test_too_many_items_is_413_and_nothing_stored(tmp_path: Path) -> None:
-    settings, running = _limited(tmp_path, max_batch_items=5)
+async def test_too_many_items_is_413_and_nothing_stored(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings, running = _limited(settings_for, tmp_path, max_batch_items=5)
     async with running as client:
         await _seed_mini(client)
         five = [feature(f"t{i}", V1) for i in (1, 2, 3)] + [
@@ -624,7 +616,7 @@ async def test_too_many_items_is_413_and_nothing_stored(tmp_path: Path) -> None:
         assert dump_databases(settings) == before
         # Exactly the limit is fine.
         await ingest_ok(client, five)
-        assert len(stored_maps(settings.data_dir)) == 5
+        assert len(stored_maps(settings)) == 5
 
 
 def _padded_body(size: int) -> bytes:
@@ -639,8 +631,10 @@ async def _chunks(body: bytes, size: int = 300) -> AsyncIterator[bytes]:
         yield body[start : start + size]
 
 
-async def test_body_over_the_limit_is_413_and_nothing_stored(tmp_path: Path) -> None:
-    settings, running = _limited(tmp_path, max_body_bytes=1024)
+async def test_body_over_the_limit_is_413_and_nothing_stored(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings, running = _limited(settings_for, tmp_path, max_body_bytes=1024)
     headers = {**ADMIN, "Content-Type": "application/json"}
     async with running as client:
         await _seed_mini(client)
@@ -663,4 +657,4 @@ async def test_body_over_the_limit_is_413_and_nothing_stored(tmp_path: Path) -> 
         assert r.status_code == 200 and r.json() == {"ingested": 1, "errors": []}, r.text
         r = await client.post(INGEST, content=_chunks(_padded_body(1024)), headers=headers)
         assert r.status_code == 200 and r.json() == {"ingested": 1, "errors": []}, r.text
-        assert set(stored_maps(settings.data_dir)) == {("track", "t1", "audio")}
+        assert set(stored_maps(settings)) == {("track", "t1", "audio")}

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from fingerprints.config import Settings
+from tests.backends import sql
 from tests.helpers import ADMIN, dump_databases, seed
 
 TYPES = "/v1/admin/fingerprints/types"
@@ -91,28 +90,20 @@ async def types_by_id(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     return {t["id"]: t for t in r.json()["types"]}
 
 
-def sql(path: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
-
-
-def expected_stats(data_dir: Path, type_id: str) -> dict[str, Any]:
+def expected_stats(settings: Settings, type_id: str) -> dict[str, Any]:
     """The stats of one feature type, counted straight from the databases."""
-    catalog, user = data_dir / "catalog.db", data_dir / "user.db"
     per_type = dict(
         sql(
-            catalog,
+            settings,
+            "catalog",
             "SELECT entity_type, COUNT(*) FROM feature_maps WHERE feature_type_id = ? GROUP BY entity_type",
             type_id,
         )
     )
-    (playlists,) = sql(user, "SELECT COUNT(*) FROM playlist_feature_maps WHERE feature_type_id = ?", type_id)[
-        0
-    ]
-    (total_tracks,) = sql(catalog, "SELECT COUNT(*) FROM tracks")[0]
+    (playlists,) = sql(
+        settings, "user", "SELECT COUNT(*) FROM playlist_feature_maps WHERE feature_type_id = ?", type_id
+    )[0]
+    ((total_tracks,),) = sql(settings, "catalog", "SELECT COUNT(*) FROM tracks")
     tracks = per_type.get("track", 0)
     return {
         "track_count": tracks,
@@ -154,7 +145,8 @@ async def test_register_returns_201_with_every_field(client: httpx.AsyncClient, 
         "is_active": True,
     }
     rows = sql(
-        settings.data_dir / "catalog.db",
+        settings,
+        "catalog",
         "SELECT id, name, dimension, current_version, applies_to, aggregation_method, is_active "
         "FROM feature_map_types",
     )
@@ -353,7 +345,7 @@ async def test_list_reports_stats_matching_stored_counts(
     types = await types_by_id(client)
     assert set(types) == {"audio", "mood", "unused"}
     for type_id, body in types.items():
-        assert body["stats"] == expected_stats(settings.data_dir, type_id), type_id
+        assert body["stats"] == expected_stats(settings, type_id), type_id
     assert types["audio"]["stats"] == {
         "track_count": 3,
         "album_count": 1,
@@ -393,7 +385,7 @@ async def test_list_stats_follow_ingest_and_full_coverage(
     stats = (await types_by_id(client))["audio"]["stats"]
     assert stats["track_count"] == 6
     assert stats["coverage_percent"] == pytest.approx(100.0)
-    assert stats == expected_stats(settings.data_dir, "audio")
+    assert stats == expected_stats(settings, "audio")
 
 
 async def test_list_with_no_types_is_empty(client: httpx.AsyncClient) -> None:
@@ -408,7 +400,7 @@ async def test_get_one_type_with_stats(client: httpx.AsyncClient, settings: Sett
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["id"] == "audio" and body["name"] == "Audio" and body["dimension"] == 4
-    assert body["stats"] == expected_stats(settings.data_dir, "audio")
+    assert body["stats"] == expected_stats(settings, "audio")
     assert body["stats"]["track_count"] == 2 and body["stats"]["playlist_count"] == 1
     assert body["stats"]["coverage_percent"] == pytest.approx(100.0 * 2 / 6, abs=0.01)
     assert body == (await types_by_id(client))["audio"]
@@ -444,7 +436,8 @@ async def test_update_changes_every_updatable_field(client: httpx.AsyncClient, s
     for key, value in changes.items():
         assert stored[key] == value, key
     rows = sql(
-        settings.data_dir / "catalog.db",
+        settings,
+        "catalog",
         "SELECT name, description, aggregation_method, is_active, applies_to FROM feature_map_types",
     )
     assert rows == [("Updated Name", "Updated description", "max", 0, '["track","album"]')]
@@ -554,7 +547,8 @@ async def test_bump_version_counts_outdated_maps(client: httpx.AsyncClient, sett
     # Re-ingest two maps at the new version: only the other two are outdated against version 2 ...
     await ingest(client, "audio", [("track", "t1"), ("playlist", "p1")], 4)
     versions = sql(
-        settings.data_dir / "catalog.db",
+        settings,
+        "catalog",
         "SELECT entity_id, version FROM feature_maps WHERE feature_type_id = 'audio' ORDER BY entity_id",
     )
     assert versions == [("al1", 1), ("t1", 2), ("t2", 1)]
@@ -576,7 +570,7 @@ async def test_bump_version_of_type_without_maps(client: httpx.AsyncClient, sett
     r = await bump(client, "audio")
     assert r.status_code == 200, r.text
     assert r.json() == {"type_id": "audio", "previous_version": 1, "new_version": 2, "outdated_count": 0}
-    rows = sql(settings.data_dir / "catalog.db", "SELECT current_version FROM feature_map_types")
+    rows = sql(settings, "catalog", "SELECT current_version FROM feature_map_types")
     assert rows == [(2,)]
 
 

@@ -13,7 +13,6 @@ import pytest
 import pytest_asyncio
 
 from fingerprints.app import create_app
-from fingerprints.config import Settings
 from tests.api.similar_helpers import (
     BATCH,
     NO_AUDIO,
@@ -31,7 +30,8 @@ from tests.api.similar_helpers import (
     to_graphql,
     track_id,
 )
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client
+from tests.backends import Backend, make_settings
+from tests.helpers import ADMIN, running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -58,8 +58,10 @@ USER7 = {"X-User-Id": "7"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[httpx.AsyncClient, World]]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("similar-gql") / "data", admin_token=ADMIN_TOKEN)
+async def env(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> AsyncIterator[tuple[httpx.AsyncClient, World]]:
+    settings = make_settings(backend, tmp_path_factory.mktemp("similar-gql") / "data")
     async with running_client(create_app(settings)) as client:
         world = await build_world(client, seed=2)
         yield client, world

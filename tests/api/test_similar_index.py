@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,13 @@ from tests.api.similar_helpers import (
     upsert_playlist,
     wait_for_key,
 )
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client
+from tests.helpers import ADMIN, running_client
 
 DIM = 16
 KEY = "audio/track"
 
 
-def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, **overrides)
+SettingsFor = Callable[..., Settings]
 
 
 async def by_vector(
@@ -96,7 +96,7 @@ def make_vectors(
 # ------------------------------------------------------------------ (1) + (2) exact index
 
 
-async def test_writes_are_visible_to_the_next_query(tmp_path: Path) -> None:
+async def test_writes_are_visible_to_the_next_query(settings_for: SettingsFor, tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     centers = rng.normal(size=(30, DIM))
     vectors = make_vectors(rng, range(300), centers)
@@ -219,7 +219,7 @@ def recall_at_10(got: list[dict[str, Any]], want: list[Any]) -> float:
     return len({i["entity_id"] for i in got} & {w.entity_id for w in want[:10]}) / 10
 
 
-async def test_hnsw_build_fresh_tier_and_recall(tmp_path: Path) -> None:
+async def test_hnsw_build_fresh_tier_and_recall(settings_for: SettingsFor, tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     centers = rng.normal(size=(40, DIM))
     vectors = make_vectors(rng, range(1500), centers)
@@ -372,7 +372,9 @@ def check(out: list[list[dict[str, Any]]], vectors: Vectors, centers: np.ndarray
         assert_matches(got, want, 25)
 
 
-async def test_snapshots_used_rejected_when_corrupt_or_stale(tmp_path: Path) -> None:
+async def test_snapshots_used_rejected_when_corrupt_or_stale(
+    settings_for: SettingsFor, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(5)
     centers = rng.normal(size=(30, DIM))
     vectors = make_vectors(rng, range(600), centers)
@@ -434,7 +436,7 @@ async def test_snapshots_used_rejected_when_corrupt_or_stale(tmp_path: Path) -> 
 # ------------------------------------------------------------------ (5) lazy load
 
 
-async def test_lazy_index_load(tmp_path: Path) -> None:
+async def test_lazy_index_load(settings_for: SettingsFor, tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     centers = rng.normal(size=(30, DIM))
     vectors = make_vectors(rng, range(600), centers)
@@ -472,7 +474,9 @@ def check_exact_scores(results: list[dict[str, Any]], want: list[Any], distance:
     assert [i["score"] for i in results] == sorted((i["score"] for i in results), reverse=True)
 
 
-async def test_hnsw_for_euclidean_and_dot_product_and_every_query_form(tmp_path: Path) -> None:
+async def test_hnsw_for_euclidean_and_dot_product_and_every_query_form(
+    settings_for: SettingsFor, tmp_path: Path
+) -> None:
     """Above the threshold the graph answers every form: filters, cross-entity, large limits,
     batches with de-duplication; scores stay exact and recall@10 stays >= 0.9."""
     rng = np.random.default_rng(13)

@@ -5,7 +5,7 @@ multi-feature queries, input errors and playlist privacy."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from tests.api.similar_helpers import (
     register_type,
     track_id,
 )
-from tests.helpers import ADMIN, ADMIN_TOKEN, running_client
+from tests.backends import Backend, make_settings
+from tests.helpers import ADMIN, running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,9 +52,11 @@ USER8 = {"X-User-Id": "8"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[httpx.AsyncClient, World]]:
+async def env(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> AsyncIterator[tuple[httpx.AsyncClient, World]]:
     """One app over the world of ``build_world`` shared by the read-only tests of this module."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("similar-rest") / "data", admin_token=ADMIN_TOKEN)
+    settings = make_settings(backend, tmp_path_factory.mktemp("similar-rest") / "data")
     async with running_client(create_app(settings)) as client:
         world = await build_world(client)
         yield client, world
@@ -822,10 +825,10 @@ async def test_query_by_another_users_playlist_is_not_found(env: tuple[httpx.Asy
 # ------------------------------------------------------------------ ties
 
 
-async def test_equal_scores_are_ordered_by_id(tmp_path: Path) -> None:
+async def test_equal_scores_are_ordered_by_id(settings_for: Callable[..., Settings], tmp_path: Path) -> None:
     """Identical vectors score exactly alike; they come back in ascending id order whatever the
     ingest order, and the limit cuts the tie by id."""
-    settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN)
+    settings = settings_for(tmp_path / "data")
     async with running_client(create_app(settings)) as client:
         ids = [track_id(i) for i in range(40)]
         await load_catalog(
@@ -873,10 +876,12 @@ async def test_euclidean_distance_of_a_vector_to_itself_is_zero(env: tuple[httpx
     assert not off, f"non-zero self distances (distance, score): {off}"
 
 
-async def test_multi_feature_with_independent_features_is_the_exact_top_k(tmp_path: Path) -> None:
+async def test_multi_feature_with_independent_features_is_the_exact_top_k(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
     """Spec §7.2 / design §4: results are the best by the combined score, whatever the features'
     correlation; in particular the first 5 of ``limit=10`` are the answer to ``limit=5``."""
-    settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN)
+    settings = settings_for(tmp_path / "data")
     rng = np.random.default_rng(0)
     async with running_client(create_app(settings)) as client:
         await load_catalog(client, big_catalog(600, 30, 10))

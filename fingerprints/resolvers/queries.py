@@ -118,6 +118,8 @@ async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) ->
 async def _many(info: Info, entity_type: domain.EntityType, ids: list[strawberry.ID]) -> list[Any]:
     if len(ids) > MAX_IDS:
         raise ValidationError(f"at most {MAX_IDS} ids per request", field="ids")
+    # Loader futures for tracks, albums and artists (gathered without a task each); coroutines
+    # only for playlists (a visibility check after the load).
     return list(await asyncio.gather(*(catalog.load_entity(info, entity_type, str(i)) for i in ids)))
 
 

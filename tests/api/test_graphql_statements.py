@@ -285,6 +285,10 @@ RANGE = {
     "artists": (1, 4),  # the track's artists; the album's artists; the similar tracks', two waves
 }
 CEILING = sum(EXACT.values()) + sum(high for _, high in RANGE.values())  # 19 SELECTs
+# Read transactions: the track; its album, credits and fingerprint; the album's artists and
+# tracks; the similar tracks; their albums and credits (up to two waves each); and the
+# similarity search, which reads the query vector in a transaction of its own.
+MAX_TRANSACTIONS = 7
 
 
 def check_track_page_reads(counts: Counter[str], what: str) -> int:
@@ -313,8 +317,10 @@ async def test_track_page_statements_do_not_grow_with_the_results(env: Env, coun
             spread[limit] = (len(albums), len(artists))
             reads = check_track_page_reads(counting.kinds(tag), tag)
             begins = counting.kinds(tag, with_begin=True)["begin"]
-            # every read is its own short transaction: as many BEGINs as reads, never more
-            assert begins == reads, (tag, counting.kinds(tag, with_begin=True))
+            # the reads due at the same moment share one short transaction (a round per level
+            # of the query, plus the similarity search's own): no more BEGINs than reads, and
+            # a fixed number of them whatever the number of results
+            assert begins <= min(reads, MAX_TRANSACTIONS), (tag, counting.kinds(tag, with_begin=True))
             measured[limit].append((reads, reads + begins))
     # the 50 similar tracks really span many albums and artists (one read each would show)
     assert spread[50][0] >= 40 and spread[50][1] >= 40, spread
@@ -365,10 +371,10 @@ async def test_concurrent_requests_do_not_share_loaders(
     both_in_flight = threading.Barrier(2, timeout=10)
     tracks = graph_service.tracks
 
-    def recording_tracks(svc: Any, ids: Any) -> Any:
+    def recording_tracks(reads: Any, ids: Any) -> Any:
         fetched.append((REQUEST.get(), list(ids)))
         both_in_flight.wait()  # the two batches run at the same time (or the barrier breaks)
-        return tracks(svc, ids)
+        return tracks(reads, ids)
 
     made: list[tuple[str | None, Any]] = []
     make_loaders = context_module.make_loaders
@@ -379,6 +385,9 @@ async def test_concurrent_requests_do_not_share_loaders(
         return loaders
 
     monkeypatch.setattr(graph_service, "tracks", recording_tracks)
+    # Small rounds are read on the event loop, one after the other; send every round to a
+    # worker thread so that the two batches can be in flight at once.
+    monkeypatch.setattr(graph_service, "INLINE_KEYS", 0)
     monkeypatch.setattr(context_module, "make_loaders", recording_make_loaders)
 
     query = "query($ids: [ID!]!) { tracks(ids: $ids) { id name } }"

@@ -3,6 +3,7 @@ fingerprint and its similar entities. Every lookup goes through the request's Da
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar, cast
 
@@ -12,6 +13,7 @@ from fingerprints import domain
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import FeatureWeightInput
+from fingerprints.schema.prefetch import prefetch, selected
 from fingerprints.schema.types import EntityType, FeatureMap, SimilarItem
 from fingerprints.service import graph, similarity
 from fingerprints.service.base import call
@@ -23,7 +25,11 @@ T = TypeVar("T")
 
 def pending(awaitable: Awaitable[T]) -> T:
     """A loader's future as a field's value: graphql-core awaits it, so the field's resolver is
-    a plain function (no coroutine of its own per object)."""
+    a plain function (no coroutine of its own per object). A future that has already succeeded
+    (``prefetch`` warmed the loader) gives its value at once: nothing left to await."""
+    if isinstance(awaitable, asyncio.Future) and awaitable.done() and not awaitable.cancelled():
+        if awaitable.exception() is None:
+            return cast(T, awaitable.result())
     return cast(T, awaitable)
 
 
@@ -69,7 +75,23 @@ async def _similar(
         exclude_ids=[str(e) for e in exclude_ids] if exclude_ids is not None else None,
         viewer=info.context.principal,
     )
-    return [SimilarItem.of(item) for item in result.results]
+    items = [SimilarItem.of(item) for item in result.results]
+    entity = selected(info, "entity")
+    if entity is not None and items:
+        await _prefetch_entities(info, result.target_entity_type, [str(i.entity_id) for i in items], entity)
+    return items
+
+
+async def _prefetch_entities(
+    info: Info, entity_type: domain.EntityType, ids: list[str], selections: Any
+) -> None:
+    """The similar entities and what their selected fields ask for, loaded in one round before
+    the items are returned (see schema/prefetch.py)."""
+    await asyncio.gather(
+        *(load_entity(info, entity_type, i) for i in ids),
+        prefetch(info, entity_type, ids, selections),
+        return_exceptions=True,
+    )
 
 
 def fingerprint_field() -> Any:

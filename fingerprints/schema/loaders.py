@@ -157,8 +157,13 @@ def make_loaders(svc: Services) -> Loaders:
     from fingerprints.schema.catalog import Album, Artist, ArtistCredit, Playlist, Track
     from fingerprints.schema.types import FeatureMap
 
+    def track(record: Any) -> Track:
+        # The album came with the track: a later `album` field finds it in its loader's cache.
+        album.prime(record.album.id, Album.of(record.album))
+        return Track.of(record)
+
     def tracks(records: list[Any]) -> list[Track]:
-        return [Track.of(r) for r in records]
+        return [track(r) for r in records]
 
     def credits(pairs: list[tuple[Any, int]]) -> list[ArtistCredit]:
         return [ArtistCredit.of(artist, role) for artist, role in pairs]
@@ -168,10 +173,11 @@ def make_loaders(svc: Services) -> Loaders:
         return [FeatureMap.of(m, versions) for m in records]
 
     rounds = Rounds(svc)
+    album = _loader(rounds, graph.albums, Album.of)
     return Loaders(
         rounds=rounds,
-        track=_loader(rounds, graph.tracks, Track.of),
-        album=_loader(rounds, graph.albums, Album.of),
+        track=_loader(rounds, graph.tracks, track),
+        album=album,
         artist=_loader(rounds, graph.artists, Artist.of),
         playlist=_loader(rounds, graph.playlists, Playlist.of),
         track_credits=_loader(rounds, _credits, credits, []),

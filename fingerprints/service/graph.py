@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection
 from fingerprints.domain import EntityType, FeatureMap
 from fingerprints.service.base import Services
 from fingerprints.store import feature_maps as maps_store
-from fingerprints.store import feature_types as types_store
 from fingerprints.store import graph as graph_store
 from fingerprints.store.database import Database
 
@@ -121,7 +120,7 @@ def feature_maps(
 
 def current_versions(reads: Reads) -> dict[str, int]:
     """Feature type id -> current version (for the ``outdated`` flag)."""
-    return {ft.id: ft.current_version for ft in types_store.list_feature_types(reads.catalog)}
+    return graph_store.current_versions(reads.catalog)
 
 
 def artist_page(

@@ -114,14 +114,6 @@ def _members(of: Fetch, records: Fetch) -> Fetch:
     return fetch
 
 
-def _credits(reads: Reads, keys: Sequence[str]) -> dict[str, list[tuple[Any, int]]]:
-    """track id -> [(artist record, role)], main artists first, in one round."""
-    credits = graph.track_credits(reads, keys)
-    wanted = list(dict.fromkeys(a for k in keys for a, _ in credits.get(k, [])))
-    found = graph.artists(reads, wanted) if wanted else {}
-    return {k: [(found[a], role) for a, role in credits.get(k, []) if a in found] for k in keys}
-
-
 def _maps_fetch(rounds: Rounds) -> Fetch:
     def fetch(reads: Reads, keys: Sequence[MapKey]) -> dict[MapKey, tuple[list[Any], dict[str, int]]]:
         groups: dict[tuple[EntityType, tuple[str, ...] | None], list[str]] = {}
@@ -157,13 +149,8 @@ def make_loaders(svc: Services) -> Loaders:
     from fingerprints.schema.catalog import Album, Artist, ArtistCredit, Playlist, Track
     from fingerprints.schema.types import FeatureMap
 
-    def track(record: Any) -> Track:
-        # The album came with the track: a later `album` field finds it in its loader's cache.
-        album.prime(record.album.id, Album.of(record.album))
-        return Track.of(record)
-
     def tracks(records: list[Any]) -> list[Track]:
-        return [track(r) for r in records]
+        return [Track.of(r) for r in records]
 
     def credits(pairs: list[tuple[Any, int]]) -> list[ArtistCredit]:
         return [ArtistCredit.of(artist, role) for artist, role in pairs]
@@ -173,14 +160,13 @@ def make_loaders(svc: Services) -> Loaders:
         return [FeatureMap.of(m, versions) for m in records]
 
     rounds = Rounds(svc)
-    album = _loader(rounds, graph.albums, Album.of)
     return Loaders(
         rounds=rounds,
-        track=_loader(rounds, graph.tracks, track),
-        album=album,
+        track=_loader(rounds, graph.tracks, Track.of),
+        album=_loader(rounds, graph.albums, Album.of),
         artist=_loader(rounds, graph.artists, Artist.of),
         playlist=_loader(rounds, graph.playlists, Playlist.of),
-        track_credits=_loader(rounds, _credits, credits, []),
+        track_credits=_loader(rounds, graph.track_credits, credits, []),
         album_artists=_loader(
             rounds, _members(graph.album_artists, graph.artists), lambda rs: [Artist.of(r) for r in rs], []
         ),

@@ -86,7 +86,7 @@ def artists(reads: Reads, ids: Sequence[str]) -> dict[str, graph_store.ArtistRec
     return graph_store.artists_by_id(reads.catalog, ids)
 
 
-def track_credits(reads: Reads, ids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+def track_credits(reads: Reads, ids: Sequence[str]) -> dict[str, list[tuple[graph_store.ArtistRecord, int]]]:
     return graph_store.track_credits(reads.catalog, ids)
 
 

@@ -151,19 +151,22 @@ def _credits_stmt(ids_in: IdsIn) -> ClauseElement:
         artists, artists.c.rowid == track_artists.c.artist_rowid
     )
     role = func.coalesce(track_artists.c.role, 0)
+    a = artists.c
     return (
-        select(tracks.c.id, artists.c.id, role)
+        select(tracks.c.id, a.id, a.name, a.popularity, a.followers_total, role)
         .select_from(join)
         .where(ids_in(tracks.c.id))
-        .order_by(tracks.c.id, role, artists.c.id)
+        .order_by(tracks.c.id, role, a.id)
     )
 
 
-def track_credits(conn: Connection, track_ids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
-    """track id -> [(artist id, role)], main artists first."""
-    out: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for track_id, artist_id, artist_role in _by_ids(conn, "track_credits", _credits_stmt, track_ids):
-        out[track_id].append((artist_id, artist_role))
+def track_credits(conn: Connection, track_ids: Sequence[str]) -> dict[str, list[tuple[ArtistRecord, int]]]:
+    """track id -> [(artist, role)], main artists first (the artists read in the same statement)."""
+    out: dict[str, list[tuple[ArtistRecord, int]]] = defaultdict(list)
+    for track_id, artist_id, name, popularity, followers, role in _by_ids(
+        conn, "track_credits", _credits_stmt, track_ids
+    ):
+        out[track_id].append((ArtistRecord(artist_id, name, popularity, followers), role))
     return out
 
 

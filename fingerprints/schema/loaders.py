@@ -73,6 +73,10 @@ class Rounds:
 
         def done(finished: asyncio.Future[list[Any]]) -> None:
             self._threads.discard(finished)
+            if finished.cancelled():
+                for future in futures:
+                    future.cancel()
+                return
             exc = finished.exception()
             _settle(futures, [exc] * len(futures) if exc is not None else finished.result())
 

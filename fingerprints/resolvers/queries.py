@@ -114,6 +114,15 @@ async def fingerprint_stats(info: Info) -> FingerprintStats:
 
 
 async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
+    fields = info.selected_fields
+    if entity_type is not domain.EntityType.PLAYLIST and fields and isinstance(fields[0], SelectedField):
+        # What its fields ask for, in the same round as the entity (not for a playlist: its
+        # visibility is known only once it is read).
+        entity, _ = await asyncio.gather(
+            catalog.require_entity(info, entity_type, str(id)),
+            prefetch(info, entity_type, [str(id)], fields[0].selections),
+        )
+        return entity
     return await catalog.require_entity(info, entity_type, str(id))
 
 

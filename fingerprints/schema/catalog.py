@@ -143,7 +143,8 @@ class Track:
     track_number: int = strawberry.field(description="Position on its disc.")
     disc_number: int = strawberry.field(description="Disc of the album.")
     language: str | None = strawberry.field(description="Language code.")
-    album_record: strawberry.Private[AlbumRecord]  # read with the track (one statement)
+    # Read with the track (one statement) and kept as a plain value: no resolver call per track.
+    album: Album | None = strawberry.field(description="The album it is on.")
     fingerprint: list[FeatureMap] = fingerprint_field()
     similar: list[SimilarItem] = similar_field()
 
@@ -158,12 +159,8 @@ class Track:
             track_number=r.track_number,
             disc_number=r.disc_number,
             language=r.language,
-            album_record=r.album,
+            album=Album.of(r.album),
         )
-
-    @strawberry.field(description="The album it is on.")
-    def album(self) -> Album | None:
-        return Album.of(self.album_record)
 
     @strawberry.field(description="Its artists, main artists first, with their role.")
     def artists(self, info: Info) -> list[ArtistCredit]:

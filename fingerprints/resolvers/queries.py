@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
 from fingerprints import domain
 from fingerprints.auth import require_admin
@@ -13,6 +14,7 @@ from fingerprints.errors import ValidationError
 from fingerprints.schema import catalog
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
+from fingerprints.schema.prefetch import prefetch
 from fingerprints.schema.types import (
     AggregationJob,
     FeatureType,
@@ -112,13 +114,33 @@ async def fingerprint_stats(info: Info) -> FingerprintStats:
 
 
 async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
+    fields = info.selected_fields
+    if entity_type is not domain.EntityType.PLAYLIST and fields and isinstance(fields[0], SelectedField):
+        # What its fields ask for, in the same round as the entity (not for a playlist: its
+        # visibility is known only once it is read).
+        entity, _ = await asyncio.gather(
+            catalog.require_entity(info, entity_type, str(id)),
+            prefetch(info, entity_type, [str(id)], fields[0].selections),
+        )
+        return entity
     return await catalog.require_entity(info, entity_type, str(id))
 
 
 async def _many(info: Info, entity_type: domain.EntityType, ids: list[strawberry.ID]) -> list[Any]:
     if len(ids) > MAX_IDS:
         raise ValidationError(f"at most {MAX_IDS} ids per request", field="ids")
-    return list(await asyncio.gather(*(catalog.load_entity(info, entity_type, str(i)) for i in ids)))
+    # Loader futures for tracks, albums and artists (gathered without a task each); coroutines
+    # only for playlists (a visibility check after the load).
+    loads = [catalog.load_entity(info, entity_type, str(i)) for i in ids]
+    fields = info.selected_fields
+    if entity_type is domain.EntityType.PLAYLIST or not fields or not isinstance(fields[0], SelectedField):
+        return list(await asyncio.gather(*loads))
+    # What the entities' fields will ask for, in the same round as the entities themselves
+    # (playlists above: nothing is read for one the caller may not see).
+    found = await asyncio.gather(
+        *loads, prefetch(info, entity_type, [str(i) for i in ids], fields[0].selections)
+    )
+    return list(found[:-1])
 
 
 async def track(info: Info, id: strawberry.ID) -> catalog.Track:

@@ -6,20 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from fingerprints.config import Settings
 from fingerprints.resolvers import mutations, queries, subscriptions
 from fingerprints.schema.catalog import Album, Artist, Playlist, Track
+from fingerprints.schema.documents import CachedDocuments, DocumentCache
 from fingerprints.schema.errors import ErrorCodes
 from fingerprints.schema.scalars import SCALARS
 from fingerprints.schema.types import (
@@ -135,16 +129,18 @@ class Schema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    # Factories, not instances: Strawberry builds fresh extensions for every request.
-    extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        ErrorCodes,
-        lambda: ParserCache(maxsize=256),  # clients send the same few documents again and again
+    # The limits are validation rules, built once here (not per request) so that a document is
+    # validated once, with all of them, the first time its text is seen (schema/documents.py).
+    rules: list[type[ASTValidationRule]] = [
+        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
     ]
     if not settings.introspection:
-        extensions.append(DisableIntrospection)
+        rules.append(NoSchemaIntrospectionCustomRule)
+    documents = DocumentCache(rules, max_tokens=settings.graphql_max_tokens)
+    # Factories, not instances: Strawberry builds fresh extensions for every request. Neither
+    # hooks field resolution (a `resolve` hook would wrap every field of every request).
+    extensions: list[Callable[[], SchemaExtension]] = [ErrorCodes, lambda: CachedDocuments(documents)]
     return Schema(
         query=Query,
         mutation=Mutation,

@@ -3,7 +3,9 @@ fingerprint and its similar entities. Every lookup goes through the request's Da
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar, cast
 
 import strawberry
 
@@ -11,16 +13,27 @@ from fingerprints import domain
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import FeatureWeightInput
-from fingerprints.schema.scalars import Vector
+from fingerprints.schema.prefetch import prefetch, selected
 from fingerprints.schema.types import EntityType, FeatureMap, SimilarItem
 from fingerprints.service import graph, similarity
 from fingerprints.service.base import call
 from fingerprints.store.graph import AlbumRecord, ArtistRecord, PlaylistRecord, TrackRecord
 
 MAX_PAGE = 100
+T = TypeVar("T")
 
 
-async def _fingerprint(
+def pending(awaitable: Awaitable[T]) -> T:
+    """A loader's future as a field's value: graphql-core awaits it, so the field's resolver is
+    a plain function (no coroutine of its own per object). A future that has already succeeded
+    (``prefetch`` warmed the loader) gives its value at once: nothing left to await."""
+    if isinstance(awaitable, asyncio.Future) and awaitable.done() and not awaitable.cancelled():
+        if awaitable.exception() is None:
+            return cast(T, awaitable.result())
+    return cast(T, awaitable)
+
+
+def _fingerprint(
     root: Any,
     info: Info,
     types: Annotated[
@@ -32,19 +45,7 @@ async def _fingerprint(
         str(root.id),
         tuple(sorted(str(t) for t in types)) if types is not None else None,
     )
-    maps = await info.context.loaders.feature_maps.load(key)
-    versions = await info.context.loaders.current_versions(info.context.services)
-    return [
-        FeatureMap(
-            feature_type=strawberry.ID(m.feature_type_id),
-            version=m.version,
-            vector=Vector(m.vector),
-            computed_at=m.computed_at,
-            metadata=m.metadata,
-            outdated=m.version < versions.get(m.feature_type_id, m.version),
-        )
-        for m in maps
-    ]
+    return pending(info.context.loaders.feature_maps.load(key))
 
 
 async def _similar(
@@ -74,7 +75,23 @@ async def _similar(
         exclude_ids=[str(e) for e in exclude_ids] if exclude_ids is not None else None,
         viewer=info.context.principal,
     )
-    return [SimilarItem.of(item) for item in result.results]
+    items = [SimilarItem.of(item) for item in result.results]
+    entity = selected(info, "entity")
+    if entity is not None and items:
+        await _prefetch_entities(info, result.target_entity_type, [str(i.entity_id) for i in items], entity)
+    return items
+
+
+async def _prefetch_entities(
+    info: Info, entity_type: domain.EntityType, ids: list[str], selections: Any
+) -> None:
+    """The similar entities and what their selected fields ask for, loaded in one round before
+    the items are returned (see schema/prefetch.py)."""
+    await asyncio.gather(
+        *(load_entity(info, entity_type, i) for i in ids),
+        prefetch(info, entity_type, ids, selections),
+        return_exceptions=True,
+    )
 
 
 def fingerprint_field() -> Any:
@@ -95,6 +112,10 @@ def similar_field() -> Any:
 class ArtistCredit:
     artist: Artist = strawberry.field(description="The artist.")
     role: str = strawberry.field(description="main or featured.")
+
+    @classmethod
+    def of(cls, r: ArtistRecord, role: int) -> ArtistCredit:
+        return cls(artist=Artist.of(r), role="main" if role == 0 else "featured")
 
 
 @strawberry.type(description="A page of albums.")
@@ -122,7 +143,8 @@ class Track:
     track_number: int = strawberry.field(description="Position on its disc.")
     disc_number: int = strawberry.field(description="Disc of the album.")
     language: str | None = strawberry.field(description="Language code.")
-    album_id: strawberry.Private[str]
+    # Read with the track (one statement) and kept as a plain value: no resolver call per track.
+    album: Album | None = strawberry.field(description="The album it is on.")
     fingerprint: list[FeatureMap] = fingerprint_field()
     similar: list[SimilarItem] = similar_field()
 
@@ -137,23 +159,12 @@ class Track:
             track_number=r.track_number,
             disc_number=r.disc_number,
             language=r.language,
-            album_id=r.album_id,
+            album=Album.of(r.album),
         )
 
-    @strawberry.field(description="The album it is on.")
-    async def album(self, info: Info) -> Album | None:
-        record = await info.context.loaders.album.load(self.album_id)
-        return Album.of(record) if record else None
-
     @strawberry.field(description="Its artists, main artists first, with their role.")
-    async def artists(self, info: Info) -> list[ArtistCredit]:
-        credits = await info.context.loaders.track_credits.load(str(self.id))
-        records = await info.context.loaders.artist.load_many([a for a, _ in credits])
-        return [
-            ArtistCredit(artist=Artist.of(r), role="main" if role == 0 else "featured")
-            for r, (_, role) in zip(records, credits, strict=True)
-            if r is not None
-        ]
+    def artists(self, info: Info) -> list[ArtistCredit]:
+        return pending(info.context.loaders.track_credits.load(str(self.id)))
 
 
 @strawberry.type(description="An album of the catalog.")
@@ -182,14 +193,12 @@ class Album:
         )
 
     @strawberry.field(description="Its artists, in credit order.")
-    async def artists(self, info: Info) -> list[Artist]:
-        ids = await info.context.loaders.album_artists.load(str(self.id))
-        return [Artist.of(r) for r in await info.context.loaders.artist.load_many(ids) if r is not None]
+    def artists(self, info: Info) -> list[Artist]:
+        return pending(info.context.loaders.album_artists.load(str(self.id)))
 
     @strawberry.field(description="Its tracks in disc and track order.")
-    async def tracks(self, info: Info) -> list[Track]:
-        ids = await info.context.loaders.album_tracks.load(str(self.id))
-        return [Track.of(r) for r in await info.context.loaders.track.load_many(ids) if r is not None]
+    def tracks(self, info: Info) -> list[Track]:
+        return pending(info.context.loaders.album_tracks.load(str(self.id)))
 
 
 def _page_size(first: int) -> int:
@@ -215,17 +224,17 @@ class Artist:
         )
 
     @strawberry.field(description="Genres, alphabetically.")
-    async def genres(self, info: Info) -> list[str]:
-        return await info.context.loaders.genres.load(str(self.id))
+    def genres(self, info: Info) -> list[str]:
+        return pending(info.context.loaders.genres.load(str(self.id)))
 
     @strawberry.field(description="Albums credited to the artist, by id, a page at a time.")
     async def albums(self, info: Info, first: int = 20, after: str | None = None) -> AlbumPage:
         ids, more = await call(
             _artist_page, info, str(self.id), domain.EntityType.ALBUM, _page_size(first), after
         )
-        records = await info.context.loaders.album.load_many(ids)
+        albums = await info.context.loaders.album.load_many(ids)
         return AlbumPage(
-            items=[Album.of(r) for r in records if r is not None],
+            items=[a for a in albums if a is not None],
             end_cursor=ids[-1] if ids else None,
             has_next_page=more,
         )
@@ -235,9 +244,9 @@ class Artist:
         ids, more = await call(
             _artist_page, info, str(self.id), domain.EntityType.TRACK, _page_size(first), after
         )
-        records = await info.context.loaders.track.load_many(ids)
+        tracks = await info.context.loaders.track.load_many(ids)
         return TrackPage(
-            items=[Track.of(r) for r in records if r is not None],
+            items=[t for t in tracks if t is not None],
             end_cursor=ids[-1] if ids else None,
             has_next_page=more,
         )
@@ -264,9 +273,8 @@ class Playlist:
         return cls(id=strawberry.ID(r.id), name=r.name, owner_id=r.user_id, created=r.created)
 
     @strawberry.field(description="Its tracks in playlist order.")
-    async def tracks(self, info: Info) -> list[Track]:
-        ids = await info.context.loaders.playlist_tracks.load(str(self.id))
-        return [Track.of(r) for r in await info.context.loaders.track.load_many(ids) if r is not None]
+    def tracks(self, info: Info) -> list[Track]:
+        return pending(info.context.loaders.playlist_tracks.load(str(self.id)))
 
 
 CatalogEntity = Annotated[
@@ -275,22 +283,23 @@ CatalogEntity = Annotated[
 ]
 
 
-async def load_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Any:
+def load_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Awaitable[Any]:
     """One entity through the request's loaders; None when missing or not visible."""
     loaders = info.context.loaders
     if entity_type is domain.EntityType.TRACK:
-        t = await loaders.track.load(entity_id)
-        return Track.of(t) if t else None
+        return loaders.track.load(entity_id)
     if entity_type is domain.EntityType.ALBUM:
-        a = await loaders.album.load(entity_id)
-        return Album.of(a) if a else None
+        return loaders.album.load(entity_id)
     if entity_type is domain.EntityType.ARTIST:
-        r = await loaders.artist.load(entity_id)
-        return Artist.of(r) if r else None
-    p = await loaders.playlist.load(entity_id)
-    if p is None or not info.context.principal.can_see_playlist(p.user_id):
+        return loaders.artist.load(entity_id)
+    return _visible_playlist(info, entity_id)
+
+
+async def _visible_playlist(info: Info, playlist_id: str) -> Playlist | None:
+    playlist = await info.context.loaders.playlist.load(playlist_id)
+    if playlist is None or not info.context.principal.can_see_playlist(playlist.owner_id):
         return None
-    return Playlist.of(p)
+    return playlist
 
 
 async def require_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Any:

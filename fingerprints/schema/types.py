@@ -117,6 +117,18 @@ class FeatureMap:
     metadata: JSON | None = strawberry.field(description="Optional metadata.")  # type: ignore[valid-type]
     outdated: bool = strawberry.field(description="True when below the type's current version.")
 
+    @classmethod
+    def of(cls, m: domain.FeatureMap, versions: dict[str, int]) -> FeatureMap:
+        """``versions``: each feature type's current version (for ``outdated``)."""
+        return cls(
+            feature_type=strawberry.ID(m.feature_type_id),
+            version=m.version,
+            vector=Vector(m.vector),
+            computed_at=m.computed_at,
+            metadata=m.metadata,
+            outdated=m.version < versions.get(m.feature_type_id, m.version),
+        )
+
 
 @strawberry.type(description="All feature maps of one entity.")
 class Fingerprint:
@@ -235,12 +247,12 @@ class SimilarItem:
     distance: float | None = strawberry.field(description="Euclidean distance (euclidean types only).")
 
     @strawberry.field(description="The similar entity's details (null if it is not visible to you).")
-    async def entity(
+    def entity(
         self, info: Info
     ) -> Annotated[CatalogEntity, strawberry.lazy("fingerprints.schema.catalog")] | None:  # noqa: F821
-        from fingerprints.schema.catalog import load_entity  # the catalog types build on this module
+        from fingerprints.schema.catalog import load_entity, pending  # the catalog types build on this module
 
-        return await load_entity(info, domain.EntityType(self.entity_type), str(self.entity_id))
+        return pending(load_entity(info, domain.EntityType(self.entity_type), str(self.entity_id)))
 
     @classmethod
     def of(cls, item: SimilarItemValue) -> SimilarItem:

@@ -109,19 +109,26 @@ def maps_of(
     """Feature maps of some entities of one type (optionally only some feature types), by
     entity id, each list ordered by feature type id; entities without maps are absent."""
     table, id_col, where = entity_table(entity_type)
-    stmt = select(
-        id_col,
-        table.c.feature_type_id,
-        table.c.version,
-        table.c.vector,
-        table.c.computed_at,
-        table.c.metadata,
-    ).where(id_col.in_(list(entity_ids)), *where)
+
+    def build() -> Any:  # one shape per entity type and filter: compiled once (cached_rows)
+        stmt = select(
+            id_col,
+            table.c.feature_type_id,
+            table.c.version,
+            table.c.vector,
+            table.c.computed_at,
+            table.c.metadata,
+        ).where(dialect.in_param(conn, id_col, "ids"), *where)
+        if type_ids is not None:
+            stmt = stmt.where(dialect.in_param(conn, table.c.feature_type_id, "types"))
+        return stmt.order_by(id_col, table.c.feature_type_id)
+
+    params = {"ids": dialect.list_param(conn, entity_ids)}
     if type_ids is not None:
-        stmt = stmt.where(table.c.feature_type_id.in_(list(type_ids)))
-    stmt = stmt.order_by(id_col, table.c.feature_type_id)
+        params["types"] = dialect.list_param(conn, type_ids)
+    rows = dialect.cached_rows(conn, ("maps_of", entity_type.value, type_ids is not None), build, params)
     out: dict[str, list[FeatureMap]] = {}
-    for entity_id, type_id, version, blob, computed_at, meta in dialect.raw_rows(conn, stmt):
+    for entity_id, type_id, version, blob, computed_at, meta in rows:
         out.setdefault(entity_id, []).append(
             FeatureMap(
                 type_id,

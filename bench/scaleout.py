@@ -354,6 +354,79 @@ def _machine() -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- BLAS threads
+
+
+def _openblas() -> Any | None:
+    """numpy's OpenBLAS (ctypes), found among the loaded libraries; None if there is none."""
+    import ctypes
+
+    try:
+        paths = {
+            line.split()[-1]
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if "openblas" in line
+        }
+    except OSError:
+        return None
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    put.argtypes = [ctypes.c_int]
+                    return get, put
+    return None
+
+
+def _blas_threads() -> int | None:
+    lib = _openblas()
+    return None if lib is None else int(lib[0]())
+
+
+def _set_blas_threads(threads: int) -> None:
+    lib = _openblas()
+    if lib is not None:
+        lib[1](threads)
+
+
+def _blas_check(n: int, dim: int, seconds: float = 0.5) -> dict[str, float]:
+    """Top-10 scans (``m @ q`` + argpartition, what an exact query costs) per second, one caller
+    and 8 concurrent callers, with numpy's BLAS threads as they are and with one thread: what
+    the thread setting does to the similar queries below."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(SEED + 3)
+    m = rng.standard_normal((n, dim), dtype=np.float32)
+    q = rng.standard_normal(dim, dtype=np.float32)
+
+    def scans(until: float) -> int:
+        done = 0
+        while time.perf_counter() < until:
+            np.argpartition(-(m @ q), min(LIMIT, n - 1))[:LIMIT]
+            done += 1
+        return done
+
+    before = _blas_threads()
+    out: dict[str, float] = {}
+    try:
+        for label, threads in (("default", before), ("1 thread", 1)):
+            if threads is None:
+                continue
+            _set_blas_threads(threads)
+            for callers in (1, 8):
+                with ThreadPoolExecutor(callers) as pool:
+                    until = time.perf_counter() + seconds
+                    total = sum(pool.map(scans, [until] * callers))
+                out[f"{label} ({threads}), {callers} caller(s)"] = total / seconds
+    finally:
+        if before is not None:
+            _set_blas_threads(before)
+    return out
+
+
 # ---------------------------------------------------------------------------------- parts 1 and 2
 
 
@@ -623,7 +696,7 @@ def run(
     n: int = 50_000,
     dim: int = 128,
     batch: int = 1_000,
-    queries: int = 500,
+    queries: int = 300,
     query_rounds: int = 5,
     replicas: bool = True,
     concurrency: int = 16,
@@ -632,7 +705,7 @@ def run(
     pg_url: str | None = None,
     pg_port: int = 55433,
     pg_dir: Path = Path("/tmp/fp-bench-pg"),
-    replica_env: dict[str, str] | None = None,
+    blas_threads: int | None = 1,
     json_path: Path | None = None,
     out: Any = sys.stdout,
 ) -> Result:
@@ -650,6 +723,23 @@ def run(
         f"sqlite {result.machine['sqlite']}, numpy {result.machine['numpy']}"
     )
     say(CPU_NOTE.format(cores=result.machine["cpu_count"], load=f"{load:.1f}" if load is not None else "?"))
+    default_blas = _blas_threads()
+    result.machine["blas_threads_default"] = default_blas
+    result.machine["blas_check_scans_per_s"] = check = _blas_check(min(n, 50_000), dim)
+    say(
+        f"BLAS check ({min(n, 50_000):,} x {dim} top-{LIMIT} scans/s, numpy's OpenBLAS at {default_blas} "
+        f"thread(s) by default): " + ", ".join(f"{k} {v:,.0f}" for k, v in check.items())
+    )
+    replica_env: dict[str, str] = {}
+    if blas_threads:
+        _set_blas_threads(blas_threads)
+        t = str(blas_threads)
+        replica_env = {"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}
+    result.machine["blas_threads_used"] = blas_threads or default_blas
+    say(
+        f"BLAS threads in this run: {blas_threads or default_blas} (this process and the replicas"
+        f"{', OPENBLAS_NUM_THREADS' if blas_threads else ', inherited'}; --blas-threads 0 leaves the default)"
+    )
     root = Path(tempfile.mkdtemp(prefix="fingerprints-scaleout-"))
     try:
         with contextlib_pg(pg_url, pg_port, pg_dir) as url:
@@ -694,7 +784,7 @@ def run(
                             duration=duration,
                             rounds=rounds,
                             queries=queries,
-                            env_extra=replica_env or {},
+                            env_extra=replica_env,
                             say=say,
                         )
                     )
@@ -707,6 +797,8 @@ def run(
         return result
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if blas_threads and default_blas is not None:
+            _set_blas_threads(default_blas)
 
 
 @contextmanager
@@ -771,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="tracks / vectors (default 50000)")
     parser.add_argument("--dim", type=int, default=128, help="vector dimension (default 128)")
     parser.add_argument("--batch", type=int, default=1_000, help="vectors per ingest request (default 1000)")
-    parser.add_argument("--queries", type=int, default=None, help="similar queries per round (default 500)")
+    parser.add_argument("--queries", type=int, default=None, help="similar queries per round (default 300)")
     parser.add_argument("--query-rounds", type=int, default=None, help="in-process query rounds (default 5)")
     parser.add_argument("--no-replicas", action="store_true", help="skip part 3 (two replicas vs one)")
     parser.add_argument(
@@ -787,23 +879,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pg-dir", type=Path, default=Path(os.environ.get("FINGERPRINTS_PG_DIR", "/tmp/fp-bench-pg"))
     )
     parser.add_argument(
-        "--replica-blas-threads",
+        "--blas-threads",
         type=int,
-        default=None,
-        help="OPENBLAS/OMP/MKL_NUM_THREADS for the replicas (default: inherited)",
+        default=1,
+        help="numpy's BLAS threads, in this process and the replicas (default 1; 0: leave the default)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     quick = args.quick
-    env = {}
-    if args.replica_blas_threads is not None:
-        t = str(args.replica_blas_threads)
-        env = {"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}
     run(
         n=args.n if args.n is not None else (5_000 if quick else 50_000),
         dim=args.dim,
         batch=args.batch,
-        queries=args.queries if args.queries is not None else (200 if quick else 500),
+        queries=args.queries if args.queries is not None else (200 if quick else 300),
         query_rounds=args.query_rounds if args.query_rounds is not None else (3 if quick else 5),
         replicas=not args.no_replicas,
         concurrency=args.concurrency,
@@ -812,7 +900,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg_url=args.pg_url,
         pg_port=args.pg_port,
         pg_dir=args.pg_dir,
-        replica_env=env,
+        blas_threads=args.blas_threads,
         json_path=args.json,
     )
     return 0

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 
-.PHONY: install demo serve test lint typecheck bench clean
+.PHONY: install demo serve test lint typecheck bench bench-scaleout clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.aggregate
 	$(BIN)/python -m bench.graphql
+
+## Scale-out: PostgreSQL vs SQLite (ingest, similar QPS), two `fingerprints serve` replicas vs
+## one. Starts its own PostgreSQL (fsync on; Debian's server binaries); ARGS=--quick for a short run.
+bench-scaleout: $(STAMP)
+	$(BIN)/python -c "import psycopg" 2>/dev/null || $(BIN)/pip install --quiet 'psycopg[binary]>=3.2'
+	$(BIN)/python -m bench.scaleout $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -153,6 +153,11 @@ class Replicas:
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else float("nan")
 
+    def per_core(self, replicas: int) -> float:
+        """Median QPS per server core used, of the runs with ``replicas`` replicas."""
+        values = [r.qps / r.server_cores for r in self.runs if r.replicas == replicas and r.server_cores]
+        return statistics.median(values) if values else float("nan")
+
     @property
     def ratio(self) -> float:  # QPS two / one, medians
         return self.median(2, "qps") / self.median(1, "qps")
@@ -190,6 +195,7 @@ class Result:
                     }
                     for k in (1, 2)
                 },
+                "qps_per_server_core": {str(k): r.per_core(k) for k in (1, 2)},
                 "ratio_two_over_one": r.ratio,
             }
         return out
@@ -837,15 +843,24 @@ def _report(r: Result, say: Callable[[str], None]) -> None:
             f"{x.concurrency} concurrent clients, {x.duration:g}s per run; "
             f"median of {x.rounds} interleaved rounds"
         )
-        say(f"   {'':{w}}{'QPS':>10}{'p50 ms':>12}{'p95 ms':>10}{'server cores':>14}{'client cores':>14}")
+        say(
+            f"   {'':{w}}{'QPS':>10}{'p50 ms':>12}{'p95 ms':>10}{'server cores':>14}{'client cores':>14}"
+            f"{'QPS/core':>10}"
+        )
         for k in (1, 2):
             label = "one replica" if k == 1 else "two replicas (client-side round robin)"
             say(
                 f"   {label:{w}}{x.median(k, 'qps'):>10,.0f}{x.median(k, 'p50_ms'):>12.2f}"
                 f"{x.median(k, 'p95_ms'):>10.2f}{x.median(k, 'server_cores'):>14.2f}"
-                f"{x.median(k, 'client_cores'):>14.2f}"
+                f"{x.median(k, 'client_cores'):>14.2f}{x.per_core(k):>10,.0f}"
             )
         say(f"   {'ratio (two / one), QPS':{w}}{x.ratio:>10.2f}")
+        say(f"   {'ratio (two / one), QPS per server core':{w}}{x.per_core(2) / x.per_core(1):>10.2f}")
+        say(
+            "   server cores: CPU seconds of the replicas (together) per wall second; client cores: the same "
+            "for the load generator; QPS/core: QPS / server cores (what the replicas would give per core "
+            "they actually get)"
+        )
         cores = r.machine["cpu_count"]
         say(
             f"   on {cores} shared core(s) the ceiling is about {min(2, cores or 1)}x, less whatever "

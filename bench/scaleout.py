@@ -25,6 +25,12 @@ Three figures, each a ratio against a baseline measured in the same run:
    used, in cores: on a 2-core machine two replicas can at best approach 2x, and the load
    generator competes with them for the same cores.
 
+numpy's BLAS runs on one thread by default, in this process and in the replicas
+(``--blas-threads``; 0 keeps OpenBLAS's default of one thread per core). A check at the start
+shows why: with OpenBLAS's own threads, concurrent exact scans (the service runs each query on a
+worker thread) are several times slower on a busy 2-core machine than with one thread, which
+would swamp the figures below.
+
 Not timed: starting PostgreSQL, schemas, the catalog, the feature type, vector generation,
 encoding the request bodies, the replicas' start-up.
 

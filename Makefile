@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 
-.PHONY: install demo serve test test-replicas lint typecheck bench clean pg-start pg-stop
+.PHONY: install demo serve test test-replicas lint typecheck bench bench-scaleout clean pg-start pg-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.aggregate
 	$(BIN)/python -m bench.graphql
+	$(BIN)/python -m bench.scaleout
+
+## Scale-out: PostgreSQL vs SQLite (ingest, similar QPS), two `fingerprints serve` replicas vs
+## one. Starts its own PostgreSQL (fsync on; Debian's server binaries); ARGS=--quick for a short run.
+bench-scaleout: $(STAMP)
+	$(BIN)/python -m bench.scaleout $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -150,7 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads() -> None:
+    """Give numpy's BLAS ``FINGERPRINTS_BLAS_THREADS`` threads (default 1; 0 keeps the
+    library's own choice), before numpy loads. A server runs many small products at once,
+    one per request thread: BLAS threads per product then fight over the same cores (measured
+    on 2 cores, 16 concurrent exact searches: 2 QPS with the default, 85 with one thread)."""
+    threads = os.environ.get("FINGERPRINTS_BLAS_THREADS", "1")
+    if threads == "0" or "numpy" in sys.modules:
+        return
+    for variable in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(variable, threads)
+
+
 def main(argv: list[str] | None = None) -> None:
+    limit_blas_threads()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.func(args)

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         description="How long a replica's claim on a running aggregation job holds without a heartbeat.",
     )
 
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads numpy's BLAS may use per product in the `fingerprints` command "
+        "(read before numpy loads; 0: the library's default). One suits a server, which runs "
+        "many small products at once.",
+    )
+
     log_level: str = "info"
 
     def resolved_catalog_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -57,3 +58,20 @@ def test_console_script_entry_point_runs() -> None:
         [sys.executable, "-m", "fingerprints", "serve", "--help"], capture_output=True, text=True, check=True
     )
     assert "--data-dir" in done.stdout and "--port" in done.stdout
+
+
+def test_the_command_gives_blas_one_thread_by_default() -> None:
+    """Before numpy loads, ``fingerprints`` caps BLAS threads (FINGERPRINTS_BLAS_THREADS)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from fingerprints import cli; cli.limit_blas_threads(); "
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'), os.environ.get('OMP_NUM_THREADS'))"
+    )
+    env = {k: v for k, v in os.environ.items() if "THREADS" not in k}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+    env["FINGERPRINTS_BLAS_THREADS"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "None"]

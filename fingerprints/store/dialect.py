@@ -54,12 +54,16 @@ def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Seque
 
 
 def increment(conn: Connection, table: Table, *, keys: dict[str, Any], column: str) -> None:
-    """Insert the row with ``column`` = 1, or add 1 to it when the row exists."""
-    stmt: Any = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
-    stmt = stmt.values(**keys, **{column: 1}).on_conflict_do_update(
-        index_elements=list(keys), set_={column: table.c[column] + 1}
-    )
-    conn.execute(stmt)
+    """Insert the row with ``column`` = 1, or add 1 to it when the row exists (the statement
+    is compiled once per shape: every write batch runs it)."""
+
+    def build() -> Any:
+        stmt: Any = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+        return stmt.values(**{k: bindparam(k) for k in keys}, **{column: 1}).on_conflict_do_update(
+            index_elements=list(keys), set_={column: table.c[column] + 1}
+        )
+
+    cached_rows(conn, ("increment", table.name, tuple(keys), column), build, keys)
 
 
 def _run(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[tuple[Any, ...]]:

@@ -225,11 +225,12 @@ def mark_owners_stale(
 
     ids = dialect.list_param(conn, track_ids)
     for type_id in type_ids:
-        dialect.cached_rows(  # a write: no rows come back
+        dialect.cached_rows(
             conn,
             ("mark_owners_stale", entity_type, main_only),
             build,
             {"type_id": type_id, "now": now, "ids": ids},
+            fetch=False,
         )
 
 

@@ -63,18 +63,21 @@ def increment(conn: Connection, table: Table, *, keys: dict[str, Any], column: s
             index_elements=list(keys), set_={column: table.c[column] + 1}
         )
 
-    cached_rows(conn, ("increment", table.name, tuple(keys), column), build, keys)
+    cached_rows(conn, ("increment", table.name, tuple(keys), column), build, keys, fetch=False)
 
 
-def _run(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[tuple[Any, ...]]:
-    """One statement on the connection's plain DB-API cursor (rows as tuples)."""
+def _run(
+    conn: Connection, sql: str, args: Any, *, many: bool = False, fetch: bool = True
+) -> list[tuple[Any, ...]]:
+    """One statement on the connection's plain DB-API cursor (rows as tuples; none for a
+    write, which has no result set to fetch on every driver)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(sql, args)
             return []
         cursor.execute(sql, args)
-        return list(cursor.fetchall())
+        return list(cursor.fetchall()) if fetch else []
     finally:
         cursor.close()
 
@@ -94,10 +97,16 @@ _QUERIES: dict[tuple[str, Any], tuple[str, list[str], dict[str, Any]]] = {}
 
 
 def cached_rows(
-    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any]
+    conn: Connection,
+    key: Any,
+    build: Callable[[], ClauseElement],
+    params: dict[str, Any],
+    *,
+    fetch: bool = True,
 ) -> list[tuple[Any, ...]]:
     """``raw_rows`` for a statement of constant shape: ``build`` runs and compiles once per
-    ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor."""
+    ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor
+    (``fetch=False``: a write, nothing to read back)."""
     shape = (conn.dialect.name, key)
     cached = _QUERIES.get(shape)
     if cached is None:
@@ -109,7 +118,7 @@ def cached_rows(
             literals,
         )
     sql, positions, literals = cached
-    return _run(conn, sql, _bind(conn, positions, {**literals, **params}))
+    return _run(conn, sql, _bind(conn, positions, {**literals, **params}), fetch=fetch)
 
 
 def in_param(conn: Connection, column: Any, name: str) -> Any:

@@ -137,11 +137,13 @@ def mark_tracks_changed(
                         now=timestamp,
                     )
             continue
-        owners = agg_store.owners_of_tracks(
-            catalog_conn, entity_type=entity_type, track_ids=track_ids, main_only=main_only
-        )
-        agg_store.mark_stale(
-            catalog_conn, type_ids=types, entity_type=entity_type, entity_ids=sorted(owners), now=timestamp
+        agg_store.mark_owners_stale(
+            catalog_conn,
+            type_ids=types,
+            entity_type=entity_type,
+            track_ids=track_ids,
+            now=timestamp,
+            main_only=main_only,
         )
 
 

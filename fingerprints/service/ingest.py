@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,6 @@ from fingerprints.service.base import Services, cached_feature_type, now
 from fingerprints.service.inputs import as_int, as_list
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
-from fingerprints.store.feature_maps import NewFeatureMap
 
 ITEM_KEYS = frozenset({"entity_type", "entity_id", "vector", "metadata"})
 ENTITY_TYPES = {e.value: e for e in EntityType} | {e: e for e in EntityType}
@@ -87,40 +87,45 @@ def ingest_feature_maps(
         with db.serialized():  # the index applies writes in commit order
             with db.write() as conn:
                 kept = _keep_known(conn, accepted, rows, result.errors)
+                kinds = [accepted.entity_type[i] for i in kept]
+                ids = [accepted.entity_id[i] for i in kept]
                 maps_store.upsert_feature_maps(
                     conn,
                     playlists=playlists,
-                    rows=[
-                        NewFeatureMap(
-                            accepted.entity_type[i].value,
-                            accepted.entity_id[i],
-                            feature_type.id,
-                            stored_version,
-                            blobs[i],
-                            computed_at,
-                            accepted.metadata[i],
+                    rows=list(
+                        zip(
+                            [kind.value for kind in kinds],
+                            ids,
+                            repeat(feature_type.id),
+                            repeat(stored_version),
+                            [blobs[i] for i in kept],
+                            repeat(computed_at),
+                            [accepted.metadata[i] for i in kept],
                         )
-                        for i in kept
-                    ],
+                    ),
                 )
                 if not playlists:
-                    tracks = [
-                        accepted.entity_id[i] for i in kept if accepted.entity_type[i] is EntityType.TRACK
-                    ]
+                    tracks = [e for e, kind in zip(ids, kinds, strict=True) if kind is EntityType.TRACK]
                     aggregation.mark_tracks_changed(svc, conn, track_ids=tracks, type_ids=[feature_type.id])
-            assert accepted.vectors is not None
-            for entity_type in dict.fromkeys(accepted.entity_type[i] for i in kept):
-                same = [i for i in kept if accepted.entity_type[i] is entity_type]
-                indexing.maps_written(
-                    svc,
-                    feature_type.id,
-                    entity_type,
-                    [accepted.entity_id[i] for i in same],
-                    accepted.vectors[same],
-                )
+            _written_to_index(svc, feature_type.id, accepted, kept)
         result.ingested += len(kept)
     result.errors.sort(key=lambda e: e.index)
     return result
+
+
+def _written_to_index(svc: Services, type_id: str, accepted: _Accepted, kept: list[int]) -> None:
+    """Committed rows go to the similarity index (under the writer's turn), one call per
+    entity type; a batch of one type with nothing refused passes its matrix as it is."""
+    assert accepted.vectors is not None
+    kinds = {accepted.entity_type[i] for i in kept}
+    if len(kinds) == 1 and len(kept) == len(accepted.entity_id):
+        indexing.maps_written(svc, type_id, kinds.pop(), accepted.entity_id, accepted.vectors)
+        return
+    for entity_type in kinds:
+        same = [i for i in kept if accepted.entity_type[i] is entity_type]
+        indexing.maps_written(
+            svc, type_id, entity_type, [accepted.entity_id[i] for i in same], accepted.vectors[same]
+        )
 
 
 def _refuse_batch(

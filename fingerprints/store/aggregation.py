@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from fingerprints.domain import EntityType, decode_vectors
@@ -178,6 +178,60 @@ def mark_stale(
             conn, stale, keys=["feature_type_id", "entity_type", "entity_id"], update=["marked_at"]
         )
         conn.execute(stmt, rows)
+
+
+def mark_owners_stale(
+    conn: Connection,
+    *,
+    type_ids: Sequence[str],
+    entity_type: EntityType,
+    track_ids: Sequence[str],
+    now: int,
+    main_only: bool = False,
+) -> None:
+    """Mark the albums or artists of these tracks stale: one ``INSERT .. SELECT`` per type (no
+    owner ids travel through Python; tracks without owners mark nothing). The statement is
+    compiled once: it runs on every ingest batch."""
+    if not track_ids or not type_ids or entity_type is EntityType.PLAYLIST:
+        return
+
+    def build() -> Any:
+        if entity_type is EntityType.ALBUM:
+            join: Any = tracks.join(albums, albums.c.rowid == tracks.c.album_rowid)
+            owner = albums.c.id
+        else:
+            join = tracks.join(track_artists, track_artists.c.track_rowid == tracks.c.rowid).join(
+                artists, artists.c.rowid == track_artists.c.artist_rowid
+            )
+            owner = artists.c.id
+        owners = (
+            select(
+                cast(bindparam("type_id"), String),
+                literal(entity_type.value),
+                owner,
+                cast(bindparam("now"), stale.c.marked_at.type),
+            )
+            .select_from(join)
+            .where(dialect.in_param(conn, tracks.c.id, "ids"))
+        )
+        if main_only and entity_type is EntityType.ARTIST:
+            owners = owners.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        stmt: Any = dialect.upsert(
+            conn, stale, keys=["feature_type_id", "entity_type", "entity_id"], update=["marked_at"]
+        )
+        return stmt.from_select(
+            ["feature_type_id", "entity_type", "entity_id", "marked_at"], owners.distinct()
+        )
+
+    ids = dialect.list_param(conn, track_ids)
+    for type_id in type_ids:
+        dialect.cached_rows(
+            conn,
+            ("mark_owners_stale", entity_type, main_only),
+            build,
+            {"type_id": type_id, "now": now, "ids": ids},
+            fetch=False,
+        )
 
 
 def stale_ids(conn: Connection, *, type_id: str, entity_type: EntityType) -> list[str]:

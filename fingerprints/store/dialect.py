@@ -55,23 +55,30 @@ def upsert(conn: Connection, table: Table, *, keys: Sequence[str], update: Seque
 
 
 def increment(conn: Connection, table: Table, *, keys: dict[str, Any], column: str) -> None:
-    """Insert the row with ``column`` = 1, or add 1 to it when the row exists."""
-    stmt: Any = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
-    stmt = stmt.values(**keys, **{column: 1}).on_conflict_do_update(
-        index_elements=list(keys), set_={column: table.c[column] + 1}
-    )
-    conn.execute(stmt)
+    """Insert the row with ``column`` = 1, or add 1 to it when the row exists (the statement
+    is compiled once per shape: every write batch runs it)."""
+
+    def build() -> Any:
+        stmt: Any = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+        return stmt.values(**{k: bindparam(k) for k in keys}, **{column: 1}).on_conflict_do_update(
+            index_elements=list(keys), set_={column: table.c[column] + 1}
+        )
+
+    cached_rows(conn, ("increment", table.name, tuple(keys), column), build, keys, fetch=False)
 
 
-def _run(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[tuple[Any, ...]]:
-    """One statement on the connection's plain DB-API cursor (rows as tuples)."""
+def _run(
+    conn: Connection, sql: str, args: Any, *, many: bool = False, fetch: bool = True
+) -> list[tuple[Any, ...]]:
+    """One statement on the connection's plain DB-API cursor (rows as tuples; none for a
+    write, which has no result set to fetch on every driver)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(sql, args)
             return []
         cursor.execute(sql, args)
-        return list(cursor.fetchall()) if cursor.description is not None else []
+        return list(cursor.fetchall()) if fetch and cursor.description is not None else []
     finally:
         cursor.close()
 
@@ -91,10 +98,16 @@ _QUERIES: dict[tuple[str, Any], tuple[str, list[str], dict[str, Any]]] = {}
 
 
 def cached_rows(
-    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any]
+    conn: Connection,
+    key: Any,
+    build: Callable[[], ClauseElement],
+    params: dict[str, Any],
+    *,
+    fetch: bool = True,
 ) -> list[tuple[Any, ...]]:
     """``raw_rows`` for a statement of constant shape: ``build`` runs and compiles once per
-    ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor."""
+    ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor
+    (``fetch=False``: a write, nothing to read back)."""
     shape = (conn.dialect.name, key)
     cached = _QUERIES.get(shape)
     if cached is None:
@@ -106,7 +119,7 @@ def cached_rows(
             literals,
         )
     sql, positions, literals = cached
-    return _run(conn, sql, _bind(conn, positions, {**literals, **params}))
+    return _run(conn, sql, _bind(conn, positions, {**literals, **params}), fetch=fetch)
 
 
 def in_param(conn: Connection, column: Any, name: str) -> Any:

@@ -34,6 +34,9 @@ class NewFeatureMap(NamedTuple):
     metadata: str | None
 
 
+# A row as a plain tuple in the same column order (what a bulk writer builds with ``zip``).
+MapRow = tuple[str, str, str, int, bytes, int, str | None]
+
 MAP_COLUMNS = list(NewFeatureMap._fields)
 PLAYLIST_MAP_COLUMNS = ["playlist_id", *MAP_COLUMNS[2:]]
 UPDATED_COLUMNS = ["version", "vector", "computed_at", "metadata"]
@@ -46,7 +49,7 @@ def entity_table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], li
     return feature_maps, feature_maps.c.entity_id, [feature_maps.c.entity_type == entity_type.value]
 
 
-def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], playlists: bool) -> None:
+def upsert_feature_maps(conn: Connection, *, rows: Sequence[MapRow], playlists: bool) -> None:
     """Insert or replace the maps of one database (playlists: user.db) in one ``executemany``."""
     if playlists:
         dialect.upsert_many(
@@ -66,10 +69,9 @@ def upsert_feature_maps(conn: Connection, *, rows: Sequence[NewFeatureMap], play
             columns=MAP_COLUMNS,
             rows=rows,
         )
-    keys: dict[tuple[str, str], list[str]] = {}
-    for row in rows:
-        keys.setdefault((row.entity_type, row.feature_type_id), []).append(row.entity_id)
-    for (entity_type, type_id), ids in keys.items():
+    keys = {(r[0], r[2]) for r in rows}
+    for entity_type, type_id in keys:
+        ids = [r[1] for r in rows if len(keys) == 1 or (r[0], r[2]) == (entity_type, type_id)]
         bump_generation(conn, type_id=type_id, entity_type=EntityType(entity_type))
         changes.record(conn, "maps", type_id=type_id, entity_type=EntityType(entity_type), entity_ids=ids)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +171,21 @@ def test_target_recall_is_met_on_hard_data(target: float) -> None:
     found = index.search_batch(queries, 10)
     recall = np.mean([len({ids[j] for j in t} & set(h.ids)) / 10 for t, h in zip(truth, found, strict=True)])
     assert recall >= target - 0.01  # 1,000 queries: sampling noise of the tuner's 200
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness is per thread on Linux only")
+def test_the_background_worker_yields_the_cpu_and_only_it() -> None:
+    found: dict[str, int] = {}
+
+    def worker() -> None:
+        tid = threading.get_native_id()
+        found["before"] = os.getpriority(os.PRIO_PROCESS, tid)
+        registry._lower_priority(registry.WORKER_NICENESS)
+        found["after"] = os.getpriority(os.PRIO_PROCESS, tid)
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert found["after"] == min(found["before"] + registry.WORKER_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

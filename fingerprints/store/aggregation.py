@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from fingerprints.domain import EntityType, decode_vectors
+from fingerprints.domain import VECTOR_DTYPE, EntityType, decode_vectors
 from fingerprints.store import dialect
 from fingerprints.store.feature_maps import CHUNK
 from fingerprints.store.tables import (
@@ -25,6 +25,7 @@ from fingerprints.store.tables import (
 )
 
 MAIN_ROLE = 0
+READ_BATCH = 8192  # rows per fetch of a bulk read of vectors
 
 
 def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
@@ -221,13 +222,28 @@ def track_maps(
     params: dict[str, Any] = {"type_id": type_id}
     if track_ids is not None:
         params["ids"] = dialect.list_param(conn, track_ids)
-    rows = dialect.cached_rows(conn, ("track_maps", filtered), build, params)
-    if not rows:
-        return np.empty(0, np.int64), np.empty((0, dimension), np.float32), np.empty(0, np.int64)
-    rowids = np.fromiter([r[0] for r in rows], np.int64, len(rows))
-    matrix = decode_vectors([r[1] for r in rows], dimension)
-    versions = np.fromiter([r[2] for r in rows], np.int64, len(rows))
-    return rowids, matrix, versions
+    # Each track has at most one map of a type: the track count bounds the rows, so the matrix
+    # is allocated once (its untouched tail costs nothing) and filled batch by batch.
+    capacity = (
+        len(track_ids)
+        if track_ids is not None
+        else int(conn.execute(select(func.count()).select_from(tracks)).scalar_one())
+    )
+    matrix = np.empty((capacity, dimension), dtype=VECTOR_DTYPE)
+    rowids = np.empty(capacity, dtype=np.int64)
+    versions = np.empty(capacity, dtype=np.int64)
+    n = 0
+    for batch in dialect.cached_batches(conn, ("track_maps", filtered), build, params, size=READ_BATCH):
+        k = len(batch)
+        if n + k > capacity:  # tracks added since the count: grow (rare)
+            capacity = max(2 * capacity, n + k)
+            matrix = np.resize(matrix, (capacity, dimension))
+            rowids, versions = np.resize(rowids, capacity), np.resize(versions, capacity)
+        rowids[n : n + k] = [r[0] for r in batch]
+        matrix[n : n + k] = decode_vectors([r[1] for r in batch], dimension)
+        versions[n : n + k] = [r[2] for r in batch]
+        n += k
+    return rowids[:n], matrix[:n].astype(np.float32, copy=False), versions[:n]
 
 
 def track_weights(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import ARRAY, Table, Text, any_, bindparam, event, func, literal_column, select
@@ -94,6 +94,28 @@ def cached_rows(
 ) -> list[tuple[Any, ...]]:
     """``raw_rows`` for a statement of constant shape: ``build`` runs and compiles once per
     ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor."""
+    sql, args = _cached(conn, key, build, params)
+    return _run(conn, sql, args)
+
+
+def cached_batches(
+    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any], *, size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``cached_rows`` handed over ``size`` rows at a time from one cursor: a bulk read whose
+    rows are consumed as they come never holds them all at once."""
+    sql, args = _cached(conn, key, build, params)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, args)
+        while batch := cursor.fetchmany(size):
+            yield cast(list[tuple[Any, ...]], batch)
+    finally:
+        cursor.close()
+
+
+def _cached(
+    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any]
+) -> tuple[str, Any]:
     shape = (conn.dialect.name, key)
     cached = _QUERIES.get(shape)
     if cached is None:
@@ -105,7 +127,7 @@ def cached_rows(
             literals,
         )
     sql, positions, literals = cached
-    return _run(conn, sql, _bind(conn, positions, {**literals, **params}))
+    return sql, _bind(conn, positions, {**literals, **params})
 
 
 def in_param(conn: Connection, column: Any, name: str) -> Any:

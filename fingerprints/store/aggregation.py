@@ -139,7 +139,8 @@ def member_rowids(
 
     def build() -> Any:
         if entity_type is EntityType.ALBUM:
-            stmt: Any = select(tracks.c.album_rowid, tracks.c.rowid)
+            # In album order: read from the (album_rowid, rowid) index, not the wide track rows.
+            stmt: Any = select(tracks.c.album_rowid, tracks.c.rowid).order_by(tracks.c.album_rowid)
         else:
             stmt = select(track_artists.c.artist_rowid, track_artists.c.track_rowid)
             if main_only:

@@ -471,8 +471,8 @@ def _gather(
         # Owner rowid -> position in owner_ids (-1: an owner this step does not cover).
         known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
         target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
-        found = positions(target_rowids, owner_rowids)
-        owners = np.where(found >= 0, np.asarray(known, dtype=np.int64)[found], -1)
+        # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
+        owners = np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
     rows = positions(keys, members)
     keep = (owners >= 0) & (rows >= 0)  # members of other owners, or without this feature
     owners, rows = owners[keep], rows[keep]

@@ -26,14 +26,26 @@ def aggregate(
     distance: Distance = Distance.COSINE,
     tol: float = 1e-6,
     max_iter: int = 200,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n_owners, d) float32 aggregates and (n_owners,) int64 member counts; memberless owners get zeros."""
+    """(n_owners, d) float32 aggregates and (n_owners,) int64 member counts; memberless owners get zeros.
+
+    Member i is ``vectors[i]`` of owner ``owners[i]``, or with ``rows``, ``vectors[rows[i]]``: a
+    vector shared by several owners is then stored once and gathered straight into owner order.
+    """
     method, distance = AggregationMethod(method), Distance(distance)
     if method is AggregationMethod.NONE:
         raise ValueError("aggregation method 'none' applies to tracks only: there is nothing to aggregate")
     vectors = np.asarray(vectors, dtype=np.float32)
     owners = np.asarray(owners)
-    if vectors.ndim != 2 or owners.shape != vectors.shape[:1]:
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.shape != owners.shape or rows.dtype.kind not in "iu":
+            raise ValueError(f"rows must be integers shaped like owners, got {rows.shape} {rows.dtype}")
+        if rows.size and (rows.min() < 0 or rows.max() >= len(vectors)):
+            raise ValueError(f"rows must lie in 0..{len(vectors) - 1}")
+    members = owners.shape if rows is not None else vectors.shape[:1]
+    if vectors.ndim != 2 or owners.shape != members:
         raise ValueError(f"need (n, d) vectors and (n,) owners, got {vectors.shape} and {owners.shape}")
     if owners.dtype.kind not in "iu":
         raise ValueError(f"owners must be integers, got {owners.dtype}")
@@ -54,7 +66,7 @@ def aggregate(
     rank = np.empty(n_owners, dtype=np.int64)
     rank[by_count] = np.arange(n_owners)
     order = np.argsort(rank[owners], kind="stable")
-    rows = vectors[order]
+    rows = vectors[order if rows is None else rows[order]]
     present = by_count[counts[by_count] > 0]
     sizes = counts[present]
     if distance is Distance.COSINE:

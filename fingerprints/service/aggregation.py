@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from fingerprints.aggregation.members import positions
 from fingerprints.aggregation.methods import aggregate
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
@@ -41,8 +42,8 @@ CHUNK_OWNERS = 2000
 # than key lookups at 1M tracks) and holds the writer's turn for the whole pass.
 SCAN_MIN_TARGETS = 20_000
 WEIGHT_COLUMN = {
-    AggregationMethod.WEIGHTED_BY_DURATION: 0,
-    AggregationMethod.WEIGHTED_BY_POPULARITY: 1,
+    AggregationMethod.WEIGHTED_BY_DURATION: "duration_ms",
+    AggregationMethod.WEIGHTED_BY_POPULARITY: "popularity",
 }
 
 
@@ -354,9 +355,14 @@ class _Progress:
         self.done_in_pass = 0
         self.errors: list[str] = []
 
-    def advance(self, n: int) -> None:
+    def advance(self, n: int, catalog_conn: Any = None) -> None:
+        """Count n more; in the caller's catalog.db transaction when given (one commit for a
+        chunk and its progress), else in a transaction of its own."""
         self.processed += n
         self.done_in_pass += n
+        if catalog_conn is not None:
+            agg_store.update_job(catalog_conn, job_id=self.job_id, processed=self.processed)
+            return
         with self.svc.dbs.catalog.write() as conn:
             agg_store.update_job(conn, job_id=self.job_id, processed=self.processed)
 
@@ -366,11 +372,12 @@ class _Progress:
 
 @dataclass(slots=True)
 class _Members:
-    """Member vectors of some owners: row i belongs to owner ``owners[i]``."""
+    """Memberships of some owners: member i is owner ``owners[i]``'s row ``rows[i]`` of
+    ``matrix`` (the member vectors, read once), with that row's version and weight."""
 
-    owner_ids: list[str]
     owners: np.ndarray
-    vectors: np.ndarray
+    rows: np.ndarray
+    matrix: np.ndarray
     versions: np.ndarray
     weights: np.ndarray | None
 
@@ -395,51 +402,102 @@ def _recompute_targets(
             members = _gather(svc, feature_type, entity_type, step, scan=scan)
             vectors, counts = aggregate(
                 feature_type.aggregation_method,
-                members.vectors,
+                members.matrix,
                 members.owners,
                 len(step),
                 weights=members.weights,
                 distance=feature_type.distance,
+                rows=members.rows,
             )
-            # An aggregate built from any outdated track map keeps that older version (Q10).
-            version = np.full(len(step), np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(version, members.owners, members.versions)
+            version = _oldest_versions(members, len(step))
             for start in range(0, len(step), CHUNK_OWNERS):
                 if start and progress.stop_requested():
                     return False
                 part = slice(start, start + CHUNK_OWNERS)
-                _write(svc, feature_type, entity_type, step[part], vectors[part], counts[part], version[part])
-                progress.advance(len(step[part]))
+                _write(
+                    svc,
+                    feature_type,
+                    entity_type,
+                    step[part],
+                    vectors[part],
+                    counts[part],
+                    version[part],
+                    progress,
+                )
     return True
+
+
+def _oldest_versions(members: _Members, n_owners: int) -> np.ndarray:
+    """Each owner's smallest member version: an aggregate built from any outdated track map
+    keeps that older version (Q10). Owners without members get the int64 maximum."""
+    versions = members.versions[members.rows]
+    out = np.full(n_owners, np.iinfo(np.int64).max, dtype=np.int64)
+    if versions.size and versions.min() == versions.max():  # the usual case: one version
+        out[members.owners] = versions[0]
+    else:
+        np.minimum.at(out, members.owners, versions)
+    return out
 
 
 def _gather(
     svc: Services, feature_type: FeatureType, entity_type: EntityType, owner_ids: list[str], *, scan: bool
 ) -> _Members:
-    """Memberships and member vectors of the owners (by scans, or by key lookups)."""
+    """Memberships and member vectors of the owners: one scan of everything, or the members of
+    these owners only. Albums and artists are joined to their tracks by integer rowids."""
     main_only = svc.settings.aggregation_main_artists_only
-    with svc.dbs.for_entity(entity_type).read() as conn:
-        pairs = agg_store.memberships(
-            conn, entity_type=entity_type, owner_ids=None if scan else owner_ids, main_only=main_only
-        )
-    member_ids = None if scan else sorted({t for _, t in pairs})
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
-    with svc.dbs.catalog.read() as conn:
-        track_ids, matrix, versions = agg_store.track_vectors(
-            conn, type_id=feature_type.id, track_ids=member_ids, dimension=feature_type.dimension
-        )
-        weights_by_id = agg_store.track_weights(conn, track_ids=member_ids) if column is not None else {}
-    row_of = dict(zip(track_ids, range(len(track_ids)), strict=True))
-    owner_of = dict(zip(owner_ids, range(len(owner_ids)), strict=True))
-    owners = np.fromiter((owner_of.get(o, -1) for o, _ in pairs), dtype=np.int64, count=len(pairs))
-    rows = np.fromiter((row_of.get(t, -1) for _, t in pairs), dtype=np.int64, count=len(pairs))
+    type_id, dimension = feature_type.id, feature_type.dimension
+    if entity_type is EntityType.PLAYLIST:
+        with svc.dbs.user.read() as conn:
+            pairs = agg_store.memberships(
+                conn, entity_type=entity_type, owner_ids=None if scan else owner_ids
+            )
+        track_ids = sorted({t for _, t in pairs})
+        with svc.dbs.catalog.read() as conn:
+            rowid_of = agg_store.track_rowids(conn, track_ids=track_ids)
+            keys, matrix, versions = agg_store.track_maps(
+                conn, type_id=type_id, dimension=dimension, track_ids=None if scan else track_ids
+            )
+            weighted = (
+                agg_store.track_weights(conn, column=column, track_ids=None if scan else track_ids)
+                if column is not None
+                else None
+            )
+        owner_of = dict(zip(owner_ids, range(len(owner_ids)), strict=True))
+        owners = np.fromiter((owner_of.get(o, -1) for o, _ in pairs), dtype=np.int64, count=len(pairs))
+        members = np.fromiter((rowid_of.get(t, -1) for _, t in pairs), dtype=np.int64, count=len(pairs))
+    else:
+        with svc.dbs.catalog.read() as conn:
+            rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+            owner_rowids, members = agg_store.member_rowids(
+                conn, entity_type=entity_type, owner_ids=None if scan else owner_ids, main_only=main_only
+            )
+            wanted = (
+                None
+                if scan
+                else agg_store.member_track_ids(
+                    conn, entity_type=entity_type, owner_ids=owner_ids, main_only=main_only
+                )
+            )
+            keys, matrix, versions = agg_store.track_maps(
+                conn, type_id=type_id, dimension=dimension, track_ids=wanted
+            )
+            weighted = (
+                agg_store.track_weights(conn, column=column, track_ids=wanted) if column is not None else None
+            )
+        # Owner rowid -> position in owner_ids (-1: an owner this step does not cover).
+        known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
+        target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
+        # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
+        owners = np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
+    rows = positions(keys, members)
     keep = (owners >= 0) & (rows >= 0)  # members of other owners, or without this feature
     owners, rows = owners[keep], rows[keep]
     weights = None
-    if column is not None:
-        table = np.array([weights_by_id[t][column] for t in track_ids], dtype=np.float64)
-        weights = table[rows]
-    return _Members(owner_ids, owners, np.ascontiguousarray(matrix[rows]), versions[rows], weights)
+    if weighted is not None:
+        weight_rowids, weight_values = weighted
+        weights = weight_values[positions(weight_rowids, keys)][rows].astype(np.float64)
+    return _Members(owners, rows, matrix, versions, weights)
 
 
 def _write(
@@ -450,38 +508,47 @@ def _write(
     vectors: np.ndarray,
     counts: np.ndarray,
     version: np.ndarray,
+    progress: _Progress,
 ) -> None:
     """Store the aggregates of owners with members, delete those of owners without, un-mark
-    all of them (one transaction), and update the index."""
-    present = np.flatnonzero(counts > 0).tolist()
-    empty = [owner_ids[i] for i in np.flatnonzero(counts == 0).tolist()]
+    all of them and count them done (one transaction where the job lives in the same
+    database), then update the index."""
+    sizes = counts.tolist()
+    present = [i for i, size in enumerate(sizes) if size]
+    empty = [owner_ids[i] for i, size in enumerate(sizes) if not size]
     timestamp = now()
-    method = feature_type.aggregation_method.value
-    blobs = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
+    method = orjson.dumps(feature_type.aggregation_method.value).decode()
+    # One encode of the chunk; each row's BLOB is a slice of it.
+    packed = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE).tobytes()
+    width = feature_type.dimension * VECTOR_DTYPE.itemsize
+    versions = version.tolist()
+    kind, type_id = entity_type.value, feature_type.id
     written = [
         NewFeatureMap(
-            entity_type.value,
+            kind,
             owner_ids[i],
-            feature_type.id,
-            int(version[i]),
-            blobs[i].tobytes(),
+            type_id,
+            versions[i],
+            packed[i * width : (i + 1) * width],
             timestamp,
-            orjson.dumps({"track_count": int(counts[i]), "method": method}).decode(),
+            f'{{"track_count":{sizes[i]},"method":{method}}}',
         )
         for i in present
     ]
+    playlists = entity_type is EntityType.PLAYLIST
     with svc.dbs.for_entity(entity_type).write() as conn:
-        maps_store.upsert_feature_maps(conn, rows=written, playlists=entity_type is EntityType.PLAYLIST)
+        maps_store.upsert_feature_maps(conn, rows=written, playlists=playlists)
         if empty:
-            maps_store.delete_entity_maps(
-                conn, entity_type=entity_type, entity_ids=empty, type_id=feature_type.id
-            )
-        agg_store.clear_stale(conn, type_id=feature_type.id, entity_type=entity_type, entity_ids=owner_ids)
-    indexing.maps_written(
-        svc, feature_type.id, entity_type, [owner_ids[i] for i in present], vectors[present]
-    )
+            maps_store.delete_entity_maps(conn, entity_type=entity_type, entity_ids=empty, type_id=type_id)
+        agg_store.clear_stale(conn, type_id=type_id, entity_type=entity_type, entity_ids=owner_ids)
+        if not playlists:
+            progress.advance(len(owner_ids), conn)
+    if playlists:
+        progress.advance(len(owner_ids))
+    if present:
+        indexing.maps_written(svc, type_id, entity_type, [owner_ids[i] for i in present], vectors[present])
     if empty:
-        indexing.maps_deleted(svc, feature_type.id, entity_type, empty)
+        indexing.maps_deleted(svc, type_id, entity_type, empty)
 
 
 def sweep_stale(svc: Services) -> Job | None:

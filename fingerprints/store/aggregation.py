@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, update
 from sqlalchemy.engine import Connection
 
-from fingerprints.domain import EntityType, decode_vectors
+from fingerprints.domain import VECTOR_DTYPE, EntityType, decode_vectors
 from fingerprints.store import dialect
 from fingerprints.store.feature_maps import CHUNK
 from fingerprints.store.tables import (
@@ -25,6 +25,7 @@ from fingerprints.store.tables import (
 )
 
 MAIN_ROLE = 0
+READ_BATCH = 8192  # rows per fetch of a bulk read of vectors
 
 
 def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
@@ -129,36 +130,154 @@ def owners_with_aggregates(conn: Connection, *, entity_type: EntityType, type_id
     return [row[0] for row in dialect.raw_rows(conn, stmt)]
 
 
-def track_weights(conn: Connection, *, track_ids: Sequence[str] | None) -> dict[str, tuple[int, int]]:
-    """track id -> (duration_ms, popularity), of some tracks or (None) all of them."""
-    found: dict[str, tuple[int, int]] = {}
-    for chunk in _chunks(track_ids) if track_ids is not None else [None]:
-        stmt = select(tracks.c.id, tracks.c.duration_ms, tracks.c.popularity)
-        if chunk is not None:
-            stmt = stmt.where(tracks.c.id.in_(chunk))
-        found.update((i, (d, p)) for i, d, p in dialect.raw_rows(conn, stmt))
-    return found
+def member_rowids(
+    conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str] | None, main_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(owner rowid, track rowid) of every membership of some albums or artists (None: of all),
+    as two int64 arrays, from one statement on the plain cursor."""
+    filtered = owner_ids is not None
+
+    def build() -> Any:
+        if entity_type is EntityType.ALBUM:
+            # In album order: read from the (album_rowid, rowid) index, not the wide track rows.
+            stmt: Any = select(tracks.c.album_rowid, tracks.c.rowid).order_by(tracks.c.album_rowid)
+        else:
+            stmt = select(track_artists.c.artist_rowid, track_artists.c.track_rowid)
+            if main_only:
+                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        if filtered:
+            stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
+        return stmt
+
+    params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
+    rows = dialect.cached_rows(conn, ("member_rowids", entity_type, main_only, filtered), build, params)
+    owners, members = _int_columns(rows, 2)
+    return owners, members
 
 
-def track_vectors(
-    conn: Connection, *, type_id: str, track_ids: Sequence[str] | None, dimension: int
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Tracks' maps of one feature type: ids, (n, dimension) matrix, versions. ``track_ids``
-    None reads every track map of the type in one scan (what a large job wants)."""
-    rows: list[tuple[Any, ...]] = []
-    for chunk in _chunks(track_ids) if track_ids is not None else [None]:
-        stmt = select(feature_maps.c.entity_id, feature_maps.c.vector, feature_maps.c.version).where(
-            feature_maps.c.feature_type_id == type_id,
-            feature_maps.c.entity_type == EntityType.TRACK.value,
+def owner_rowids(conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str]) -> dict[str, int]:
+    """id -> rowid of those of these albums or artists that exist."""
+    table = albums if entity_type is EntityType.ALBUM else artists
+    rows = dialect.cached_rows(
+        conn,
+        ("owner_rowids", entity_type),
+        lambda: select(table.c.id, table.c.rowid).where(dialect.in_param(conn, table.c.id, "ids")),
+        {"ids": dialect.list_param(conn, owner_ids)},
+    )
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def track_rowids(conn: Connection, *, track_ids: Sequence[str]) -> dict[str, int]:
+    """id -> rowid of those of these tracks that exist."""
+    rows = dialect.cached_rows(
+        conn,
+        ("track_rowids",),
+        lambda: select(tracks.c.id, tracks.c.rowid).where(dialect.in_param(conn, tracks.c.id, "ids")),
+        {"ids": dialect.list_param(conn, track_ids)},
+    )
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def member_track_ids(
+    conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str], main_only: bool = False
+) -> list[str]:
+    """Ids of the tracks of some albums or artists (driven by the owners' indexed memberships)."""
+
+    def build() -> Any:
+        if entity_type is EntityType.ALBUM:
+            return select(tracks.c.id).where(tracks.c.album_rowid.in_(_rowids_of_owners(conn, entity_type)))
+        stmt = (
+            select(tracks.c.id)
+            .select_from(track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid))
+            .where(track_artists.c.artist_rowid.in_(_rowids_of_owners(conn, entity_type)))
         )
-        if chunk is not None:
-            stmt = stmt.where(feature_maps.c.entity_id.in_(chunk))
-        rows.extend(dialect.raw_rows(conn, stmt))
-    if not rows:
-        return [], np.empty((0, dimension), np.float32), np.empty(0, np.int64)
-    ids = [r[0] for r in rows]
-    matrix = decode_vectors([r[1] for r in rows], dimension)
-    return ids, matrix, np.array([r[2] for r in rows], dtype=np.int64)
+        if main_only:
+            stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        return stmt.distinct()
+
+    rows = dialect.cached_rows(
+        conn,
+        ("member_track_ids", entity_type, main_only),
+        build,
+        {"ids": dialect.list_param(conn, owner_ids)},
+    )
+    return [row[0] for row in rows]
+
+
+def track_maps(
+    conn: Connection, *, type_id: str, dimension: int, track_ids: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track maps of one feature type by track rowid: rowids, (n, dimension) matrix, versions;
+    of some tracks, or (None) all of them in one scan."""
+    fm = feature_maps.c
+    filtered = track_ids is not None
+
+    def build() -> Any:
+        stmt = (
+            select(tracks.c.rowid, fm.vector, fm.version)
+            .select_from(feature_maps.join(tracks, tracks.c.id == fm.entity_id))
+            .where(fm.feature_type_id == bindparam("type_id"), fm.entity_type == EntityType.TRACK.value)
+        )
+        return stmt.where(dialect.in_param(conn, fm.entity_id, "ids")) if filtered else stmt
+
+    params: dict[str, Any] = {"type_id": type_id}
+    if track_ids is not None:
+        params["ids"] = dialect.list_param(conn, track_ids)
+    # Each track has at most one map of a type: the track count bounds the rows, so the matrix
+    # is allocated once (its untouched tail costs nothing) and filled batch by batch.
+    capacity = (
+        len(track_ids)
+        if track_ids is not None
+        else int(conn.execute(select(func.count()).select_from(tracks)).scalar_one())
+    )
+    matrix = np.empty((capacity, dimension), dtype=VECTOR_DTYPE)
+    rowids = np.empty(capacity, dtype=np.int64)
+    versions = np.empty(capacity, dtype=np.int64)
+    n = 0
+    for batch in dialect.cached_batches(conn, ("track_maps", filtered), build, params, size=READ_BATCH):
+        k = len(batch)
+        if n + k > capacity:  # tracks added since the count: grow (rare)
+            capacity = max(2 * capacity, n + k)
+            matrix = np.resize(matrix, (capacity, dimension))
+            rowids, versions = np.resize(rowids, capacity), np.resize(versions, capacity)
+        rowids[n : n + k] = [r[0] for r in batch]
+        matrix[n : n + k] = decode_vectors([r[1] for r in batch], dimension)
+        versions[n : n + k] = [r[2] for r in batch]
+        n += k
+    return rowids[:n], matrix[:n].astype(np.float32, copy=False), versions[:n]
+
+
+def track_weights(
+    conn: Connection, *, column: str, track_ids: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rowid, weight) of some tracks or (None) all; ``column`` is ``duration_ms`` or ``popularity``."""
+    filtered = track_ids is not None
+
+    def build() -> Any:
+        stmt = select(tracks.c.rowid, tracks.c[column])
+        return stmt.where(dialect.in_param(conn, tracks.c.id, "ids")) if filtered else stmt
+
+    params = {"ids": dialect.list_param(conn, track_ids)} if track_ids is not None else {}
+    rows = dialect.cached_rows(conn, ("track_weights", column, filtered), build, params)
+    rowids, weights = _int_columns(rows, 2)
+    return rowids, weights
+
+
+def _owner_rowid_column(entity_type: EntityType) -> Any:
+    return tracks.c.album_rowid if entity_type is EntityType.ALBUM else track_artists.c.artist_rowid
+
+
+def _rowids_of_owners(conn: Connection, entity_type: EntityType) -> Any:
+    """The rowids of the albums or artists bound to ``:ids``."""
+    table = albums if entity_type is EntityType.ALBUM else artists
+    return select(table.c.rowid).where(dialect.in_param(conn, table.c.id, "ids"))
+
+
+def _int_columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[np.ndarray]:
+    """Integer rows as ``width`` int64 column arrays (one pass, no per-value Python objects kept)."""
+    row_type = np.dtype([(f"c{i}", np.int64) for i in range(width)])
+    table = np.fromiter(rows, dtype=row_type, count=len(rows))
+    return [np.ascontiguousarray(table[f"c{i}"]) for i in range(width)]
 
 
 # ------------------------------------------------------------------ stale markers
@@ -257,14 +376,17 @@ def count_stale(
 def clear_stale(
     conn: Connection, *, type_id: str, entity_type: EntityType, entity_ids: Sequence[str]
 ) -> None:
-    for chunk in _chunks(entity_ids):
-        conn.execute(
-            delete(stale).where(
-                stale.c.feature_type_id == type_id,
-                stale.c.entity_type == entity_type.value,
-                stale.c.entity_id.in_(chunk),
-            )
-        )
+    """Drop the markers of these aggregates: one statement, one bound list."""
+    if not entity_ids:
+        return
+    conn.execute(
+        delete(stale).where(
+            stale.c.feature_type_id == type_id,
+            stale.c.entity_type == entity_type.value,
+            dialect.in_param(conn, stale.c.entity_id, "ids"),
+        ),
+        {"ids": dialect.list_param(conn, entity_ids)},
+    )
 
 
 def forget_stale(conn: Connection, *, type_id: str | None = None, entity_type: EntityType | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import ARRAY, Table, Text, any_, bindparam, event, func, literal_column, select
@@ -108,6 +108,28 @@ def cached_rows(
     """``raw_rows`` for a statement of constant shape: ``build`` runs and compiles once per
     ``key``; each call only binds ``params`` (by name) and runs it on the plain cursor
     (``fetch=False``: a write, nothing to read back)."""
+    sql, args = _cached(conn, key, build, params)
+    return _run(conn, sql, args, fetch=fetch)
+
+
+def cached_batches(
+    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any], *, size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``cached_rows`` handed over ``size`` rows at a time from one cursor (server-side on
+    PostgreSQL): a bulk read whose rows are consumed as they come never holds them all at once."""
+    sql, args = _cached(conn, key, build, params)
+    cursor = _stream_cursor(conn, size)
+    try:
+        cursor.execute(sql, args)
+        while batch := cursor.fetchmany(size):
+            yield cast(list[tuple[Any, ...]], batch)
+    finally:
+        cursor.close()
+
+
+def _cached(
+    conn: Connection, key: Any, build: Callable[[], ClauseElement], params: dict[str, Any]
+) -> tuple[str, Any]:
     shape = (conn.dialect.name, key)
     cached = _QUERIES.get(shape)
     if cached is None:
@@ -119,7 +141,7 @@ def cached_rows(
             literals,
         )
     sql, positions, literals = cached
-    return _run(conn, sql, _bind(conn, positions, {**literals, **params}), fetch=fetch)
+    return sql, _bind(conn, positions, {**literals, **params})
 
 
 def in_param(conn: Connection, column: Any, name: str) -> Any:
@@ -217,13 +239,7 @@ def stream_rows(conn: Connection, stmt: ClauseElement, *, batch: int = STREAM_BA
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params: dict[str, Any] = dict(compiled.construct_params() or {})
     args = _bind(conn, getattr(compiled, "positiontup", None) or [], params)
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    if conn.dialect.name == "postgresql":
-        cursor = dbapi.cursor(name=f"fp_stream_{next(_cursor_names)}")  # type: ignore[call-arg]
-        cursor.itersize = batch  # type: ignore[attr-defined]
-    else:
-        cursor = dbapi.cursor()
+    cursor = _stream_cursor(conn, batch)
     try:
         cursor.execute(str(compiled), args)
         while rows := cursor.fetchmany(batch):
@@ -233,6 +249,18 @@ def stream_rows(conn: Connection, stmt: ClauseElement, *, batch: int = STREAM_BA
 
 
 _cursor_names = itertools.count()
+
+
+def _stream_cursor(conn: Connection, batch: int) -> Any:
+    """A DB-API cursor for a long read: named (server-side) on PostgreSQL, so the client holds
+    one batch of raw rows at a time; SQLite steps a plain cursor anyway."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    if conn.dialect.name != "postgresql":
+        return dbapi.cursor()
+    cursor = dbapi.cursor(name=f"fp_stream_{next(_cursor_names)}")  # type: ignore[call-arg]
+    cursor.itersize = batch  # type: ignore[attr-defined]
+    return cursor
 
 
 def existing_values(conn: Connection, column: Any, values: Sequence[str]) -> set[str]:

@@ -17,7 +17,14 @@ import hnswlib
 import numpy as np
 
 from fingerprints.domain import Distance
-from fingerprints.index.base import Hits, hits_from_keys, key_threshold, order_by_key_then_id, prepare
+from fingerprints.index.base import (
+    Hits,
+    hits_from_keys,
+    key_threshold,
+    order_by_key_then_id,
+    prepare,
+    prepare_query,
+)
 from fingerprints.index.exact import ExactIndex
 
 GRAPH_FILE = "hnsw.bin"
@@ -161,23 +168,25 @@ class HnswIndex:
         exclude: Collection[str] = (),
         min_score: float | None = None,
     ) -> Hits:
-        if exclude or min_score is not None or not 0 < k <= len(self):
+        if exclude or min_score is not None or not 0 < k <= len(self._labels):
             return self.search_batch(
                 np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score
             )[0]
-        # The common case, kept lean: one row, one thread (hnswlib starts threads per call
-        # when asked for more, which costs more than the search itself), no filtering.
-        q = prepare(np.asarray(query).reshape(1, -1), self.distance)
+        # The common case, kept lean (a single search pays per numpy call, not per float): one
+        # row, one thread (hnswlib answers a single row in the calling thread), no filtering.
+        q = prepare_query(np.asarray(query), self.distance)
         try:
-            labels, dist = self._index.knn_query(q, k=k, num_threads=1)
+            labels, dist = self._index.knn_query(q, k, 1)
         except RuntimeError:
-            return self.search_batch(q, k)[0]
+            return self.search_batch(np.asarray(query).reshape(1, -1), k)[0]
         keys = -dist[0] if self.distance is Distance.EUCLIDEAN else 1 - dist[0]
-        ids = self._ids[labels[0].astype(np.int64)].tolist()
-        if (keys[1:] == keys[:-1]).any():  # hnswlib's order is right unless two keys tie
+        ids = self._ids.take(labels[0]).tolist()
+        if len(set(keys.tolist())) < k:  # hnswlib's order is right unless two keys tie
             order = order_by_key_then_id(ids, keys, k)
             ids, keys = [ids[i] for i in order.tolist()], keys[order]
-        return hits_from_keys(ids, keys, self.distance)
+        if self.distance is Distance.EUCLIDEAN:
+            return hits_from_keys(ids, keys, self.distance)
+        return Hits(ids, keys)  # float32 already: the keys are the scores
 
     def search_batch(
         self,

@@ -69,7 +69,9 @@ class HnswIndex:
         self._index.set_num_threads(num_threads)
         self.ef_search = ef_search
         self._labels: dict[str, int] = {}
-        self._ids = np.full(capacity, None, dtype=object)  # label -> id (None: free)
+        # label -> id (None: free). A list, not an object array: a search maps its k labels
+        # with list indexing, without a numpy call per step.
+        self._ids: list[str | None] = [None] * capacity
         self._free: list[int] = []  # removed labels, reused before new ones
         self._used = 0  # labels ever handed out (= hnswlib's element count)
 
@@ -102,9 +104,7 @@ class HnswIndex:
             return
         capacity = max(labels, 2 * capacity)  # amortized growth
         self._index.resize_index(capacity)
-        ids = np.full(capacity, None, dtype=object)
-        ids[: len(self._ids)] = self._ids
-        self._ids = ids
+        self._ids.extend([None] * (capacity - len(self._ids)))
 
     def upsert(self, entity_id: str, vector: np.ndarray) -> None:
         self.upsert_many([entity_id], np.asarray(vector).reshape(1, -1))
@@ -180,7 +180,7 @@ class HnswIndex:
         except RuntimeError:
             return self.search_batch(np.asarray(query).reshape(1, -1), k)[0]
         keys = -dist[0] if self.distance is Distance.EUCLIDEAN else 1 - dist[0]
-        ids = self._ids.take(labels[0]).tolist()
+        ids: list[str] = list(map(self._ids.__getitem__, labels.tolist()[0]))  # type: ignore[arg-type]  # live labels
         if len(set(keys.tolist())) < k:  # hnswlib's order is right unless two keys tie
             order = order_by_key_then_id(ids, keys, k)
             ids, keys = [ids[i] for i in order.tolist()], keys[order]
@@ -263,7 +263,7 @@ class HnswIndex:
         if len(keys) > k:  # the k best and any tied with the k-th, so that ties sort by id
             keep = keys >= np.partition(keys, len(keys) - k)[len(keys) - k]
             labels, keys = labels[keep], keys[keep]
-        ids = self._ids[labels].tolist()
+        ids: list[str] = list(map(self._ids.__getitem__, labels.tolist()))  # type: ignore[arg-type]  # live labels
         order = order_by_key_then_id(ids, keys, k)
         return hits_from_keys([ids[i] for i in order.tolist()], keys[order], self.distance)
 
@@ -298,7 +298,7 @@ class HnswIndex:
             "distance": self.distance.value,
             "params": self._params(),
             "capacity": len(self._ids),
-            "ids": self._ids[: self._used].tolist(),
+            "ids": self._ids[: self._used],
             "free": self._free,
             "graph_sha256": _sha256(graph),
         }
@@ -338,8 +338,7 @@ class HnswIndex:
             raise ValueError("graph and mapping disagree")
         index._index.set_num_threads(index.num_threads)
         index.ef_search = index.ef_search  # a loaded graph starts at hnswlib's default ef
-        index._ids = np.full(capacity, None, dtype=object)
-        index._ids[: len(ids)] = ids
+        index._ids = ids + [None] * (capacity - len(ids))
         index._labels = {entity_id: label for label, entity_id in enumerate(ids) if entity_id is not None}
         index._free = [int(label) for label in free]
         index._used = len(ids)

@@ -12,7 +12,14 @@ from typing import NamedTuple
 import numpy as np
 
 from fingerprints.auth import Principal
-from fingerprints.domain import EntityType, FeatureType, check_vector_for_type, coerce_vector, parse_enum
+from fingerprints.domain import (
+    Distance,
+    EntityType,
+    FeatureType,
+    check_vector_for_type,
+    coerce_vector,
+    parse_enum,
+)
 from fingerprints.errors import NotFound, ValidationError, VectorError
 from fingerprints.index.base import Hits, prepare
 from fingerprints.index.exact import ExactIndex
@@ -20,7 +27,15 @@ from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, cached_feature_type
 from fingerprints.service.fingerprints import check_playlist_visible
-from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
+from fingerprints.service.inputs import (
+    MAX_ID_LENGTH,
+    as_bool,
+    as_id,
+    as_int,
+    as_list,
+    as_object,
+    check_keys,
+)
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
 
@@ -165,10 +180,11 @@ def _entity_vectors(
 def _raw_vector(value: object, feature_type: FeatureType) -> np.ndarray:
     dimension = feature_type.dimension
     if isinstance(value, np.ndarray) and value.dtype is FLOAT32 and value.shape == (dimension,):
-        # The in-process case, checked in one numpy call: a finite, non-zero sum of squares
-        # means finite values, not all zeros. Over- or underflow (and zeros) take the long way.
-        # (einsum, not dot: dot warns on overflow.)
-        if 0 < float(np.einsum("i,i->", value, value)) < math.inf:
+        # The in-process case, checked without a numpy ufunc (a single query pays per numpy
+        # call): float32 values summed as Python floats cannot overflow, so a finite sum means
+        # finite values; ``any`` rules out the all-zero vector under cosine.
+        values = value.tolist()
+        if math.isfinite(sum(values)) and (feature_type.distance is not Distance.COSINE or any(values)):
             return value
     try:
         vector = coerce_vector(value)
@@ -338,6 +354,19 @@ def find_similar(
     viewer: Principal,
 ) -> SimilarResult:
     """POST /v1/content/similar: by entity, by raw vector, or by several entities (centroid)."""
+    if (
+        type(query) is dict
+        and len(query) == 1
+        and "vector" in query
+        and features is None
+        and target_entity_type is None
+        and min_score is None
+        and not exclude_ids
+        and (include_query is None or type(include_query) is bool)
+    ):
+        found = _by_vector(svc, feature_type, query["vector"], limit)
+        if found is not None:
+            return found
     weighted = parse_features(svc, feature_type, features)
     k = parse_limit(limit)
     threshold = parse_min_score(min_score)
@@ -382,6 +411,26 @@ def find_similar(
         exclude |= {r.entity_id for r in refs if r.entity_type is target}
     hits = _search(svc, weighted, vectors, target, k, exclude, threshold, viewer)
     return SimilarResult(target, weighted, _items(target, hits))
+
+
+def _by_vector(svc: Services, type_id: object, vector: object, limit: object) -> SimilarResult | None:
+    """The most common request, a raw vector against one feature type's tracks, in a few calls
+    (a single HNSW query pays per Python call); None when any input is unusual: the general
+    path then answers, or names the error. A bad vector raises as the general path would."""
+    if type(type_id) is not str or len(type_id) > MAX_ID_LENGTH or not type_id.strip():
+        return None
+    if limit is None:
+        k = DEFAULT_LIMIT
+    elif type(limit) is int and 1 <= limit <= MAX_LIMIT:
+        k = limit
+    else:
+        return None
+    feature_type = cached_feature_type(svc, type_id)
+    if feature_type is None or not feature_type.is_active or not feature_type.applies(EntityType.TRACK):
+        return None
+    query = _raw_vector(vector, feature_type)
+    hits = indexing.key_index(svc, feature_type, EntityType.TRACK).search(query, k)
+    return SimilarResult(EntityType.TRACK, [Weighted(feature_type, 1.0)], _items(EntityType.TRACK, hits))
 
 
 def similar_to_entity(

@@ -13,7 +13,7 @@ import pytest
 
 from fingerprints.auth import ADMIN
 from fingerprints.config import Settings
-from fingerprints.errors import ValidationError
+from fingerprints.errors import NotFound, ValidationError
 from fingerprints.service import catalog, feature_types, indexing, ingest, similarity
 from fingerprints.service.base import Services, open_services
 from tests.helpers import ADMIN_TOKEN
@@ -115,3 +115,18 @@ def test_zero_huge_and_tiny_arrays(svc: tuple[Services, np.ndarray]) -> None:
     if distance == "cosine":  # a squared norm beyond float32: still a direction
         huge = _find(services, np.full(DIM, 1e30, np.float32))
         assert _rows(huge) == _rows(_find(services, np.ones(DIM, np.float32)))
+
+
+def test_the_short_way_answers_as_the_general_path(svc: tuple[Services, np.ndarray]) -> None:
+    services, _ = svc
+    q = clustered(1, DIM, clusters=10, seed=11)[0]
+    short = _find(services, q)
+    general = _find(services, q, exclude_ids=["not-a-track"], include_query=False)  # the long way
+    assert _rows(short) == _rows(general)
+    assert short.target_entity_type is general.target_entity_type
+    assert [w.feature_type.id for w in short.features] == [w.feature_type.id for w in general.features]
+    for limit, feature_type in ((0, "audio"), (True, "audio"), (10, "nope"), (10, " ")):
+        with pytest.raises((ValidationError, NotFound)):
+            similarity.find_similar(
+                services, query={"vector": q}, feature_type=feature_type, limit=limit, viewer=ADMIN
+            )

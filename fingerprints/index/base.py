@@ -8,6 +8,7 @@ with the distance ``d`` alongside.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from fingerprints.domain import Distance
+
+FLOAT32 = np.dtype(np.float32)  # the native one, a singleton: compared with ``is``
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,22 @@ def prepare(vectors: np.ndarray, distance: Distance) -> np.ndarray:
             norms[huge] = 1
         matrix = (rows / np.where(norms == 0, 1, norms)[:, None]).reshape(matrix.shape)
     return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def prepare_query(query: np.ndarray, distance: Distance) -> np.ndarray:
+    """One query vector as ``prepare`` makes it, bit for bit, in a few numpy calls.
+
+    A single search pays per numpy call, not per float: this is the usual case of ``prepare``
+    for one finite float32 vector (``einsum('i,i->')`` sums exactly as a batch row does), and
+    anything unusual (another dtype or shape, a zero, huge or non-finite norm) goes the long way.
+    """
+    if query.dtype is FLOAT32 and query.ndim == 1 and query.flags.c_contiguous:
+        if distance is not Distance.COSINE:
+            return query
+        squared = float(np.einsum("i,i->", query, query))
+        if 0 < squared < math.inf:
+            return query / np.float32(math.sqrt(squared))  # sqrt in float64 rounds as float32's
+    return prepare(query, distance).reshape(-1)
 
 
 def key_threshold(min_score: float | None, distance: Distance) -> float | None:

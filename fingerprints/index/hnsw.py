@@ -17,7 +17,14 @@ import hnswlib
 import numpy as np
 
 from fingerprints.domain import Distance
-from fingerprints.index.base import Hits, hits_from_keys, key_threshold, order_by_key_then_id, prepare
+from fingerprints.index.base import (
+    Hits,
+    hits_from_keys,
+    key_threshold,
+    order_by_key_then_id,
+    prepare,
+    prepare_query,
+)
 from fingerprints.index.exact import ExactIndex
 
 GRAPH_FILE = "hnsw.bin"
@@ -62,7 +69,9 @@ class HnswIndex:
         self._index.set_num_threads(num_threads)
         self.ef_search = ef_search
         self._labels: dict[str, int] = {}
-        self._ids = np.full(capacity, None, dtype=object)  # label -> id (None: free)
+        # label -> id (None: free). A list, not an object array: a search maps its k labels
+        # with list indexing, without a numpy call per step.
+        self._ids: list[str | None] = [None] * capacity
         self._free: list[int] = []  # removed labels, reused before new ones
         self._used = 0  # labels ever handed out (= hnswlib's element count)
 
@@ -95,9 +104,7 @@ class HnswIndex:
             return
         capacity = max(labels, 2 * capacity)  # amortized growth
         self._index.resize_index(capacity)
-        ids = np.full(capacity, None, dtype=object)
-        ids[: len(self._ids)] = self._ids
-        self._ids = ids
+        self._ids.extend([None] * (capacity - len(self._ids)))
 
     def upsert(self, entity_id: str, vector: np.ndarray) -> None:
         self.upsert_many([entity_id], np.asarray(vector).reshape(1, -1))
@@ -161,23 +168,25 @@ class HnswIndex:
         exclude: Collection[str] = (),
         min_score: float | None = None,
     ) -> Hits:
-        if exclude or min_score is not None or not 0 < k <= len(self):
+        if exclude or min_score is not None or not 0 < k <= len(self._labels):
             return self.search_batch(
                 np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score
             )[0]
-        # The common case, kept lean: one row, one thread (hnswlib starts threads per call
-        # when asked for more, which costs more than the search itself), no filtering.
-        q = prepare(np.asarray(query).reshape(1, -1), self.distance)
+        # The common case, kept lean (a single search pays per numpy call, not per float): one
+        # row, one thread (hnswlib answers a single row in the calling thread), no filtering.
+        q = prepare_query(np.asarray(query), self.distance)
         try:
-            labels, dist = self._index.knn_query(q, k=k, num_threads=1)
+            labels, dist = self._index.knn_query(q, k, 1)
         except RuntimeError:
-            return self.search_batch(q, k)[0]
+            return self.search_batch(np.asarray(query).reshape(1, -1), k)[0]
         keys = -dist[0] if self.distance is Distance.EUCLIDEAN else 1 - dist[0]
-        ids = self._ids[labels[0].astype(np.int64)].tolist()
-        if (keys[1:] == keys[:-1]).any():  # hnswlib's order is right unless two keys tie
+        ids: list[str] = list(map(self._ids.__getitem__, labels.tolist()[0]))  # type: ignore[arg-type]  # live labels
+        if len(set(keys.tolist())) < k:  # hnswlib's order is right unless two keys tie
             order = order_by_key_then_id(ids, keys, k)
             ids, keys = [ids[i] for i in order.tolist()], keys[order]
-        return hits_from_keys(ids, keys, self.distance)
+        if self.distance is Distance.EUCLIDEAN:
+            return hits_from_keys(ids, keys, self.distance)
+        return Hits(ids, keys)  # float32 already: the keys are the scores
 
     def search_batch(
         self,
@@ -254,7 +263,7 @@ class HnswIndex:
         if len(keys) > k:  # the k best and any tied with the k-th, so that ties sort by id
             keep = keys >= np.partition(keys, len(keys) - k)[len(keys) - k]
             labels, keys = labels[keep], keys[keep]
-        ids = self._ids[labels].tolist()
+        ids: list[str] = list(map(self._ids.__getitem__, labels.tolist()))  # type: ignore[arg-type]  # live labels
         order = order_by_key_then_id(ids, keys, k)
         return hits_from_keys([ids[i] for i in order.tolist()], keys[order], self.distance)
 
@@ -289,7 +298,7 @@ class HnswIndex:
             "distance": self.distance.value,
             "params": self._params(),
             "capacity": len(self._ids),
-            "ids": self._ids[: self._used].tolist(),
+            "ids": self._ids[: self._used],
             "free": self._free,
             "graph_sha256": _sha256(graph),
         }
@@ -329,8 +338,7 @@ class HnswIndex:
             raise ValueError("graph and mapping disagree")
         index._index.set_num_threads(index.num_threads)
         index.ef_search = index.ef_search  # a loaded graph starts at hnswlib's default ef
-        index._ids = np.full(capacity, None, dtype=object)
-        index._ids[: len(ids)] = ids
+        index._ids = ids + [None] * (capacity - len(ids))
         index._labels = {entity_id: label for label, entity_id in enumerate(ids) if entity_id is not None}
         index._free = [int(label) for label in free]
         index._used = len(ids)

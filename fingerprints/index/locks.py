@@ -8,12 +8,14 @@ from types import TracebackType
 
 class RWLock:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # A search takes the read lock on every call, so the uncontended path is one plain
+        # mutex (a C-level ``with``); the condition on the same mutex is only for waiting.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
-        # Guards are plain objects (not generator context managers): a search takes the read
-        # lock on every call, so its cost counts.
+        # Guards are plain objects (not generator context managers), built once.
         self._read = _ReadGuard(self)
         self._write = _WriteGuard(self)
 
@@ -24,19 +26,19 @@ class RWLock:
         return self._write
 
     def acquire_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             while self._writer or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
+            if not self._readers and self._waiting_writers:  # only writers wait for readers
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._waiting_writers += 1
             while self._writer or self._readers:
                 self._cond.wait()
@@ -44,7 +46,7 @@ class RWLock:
             self._writer = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writer = False
             self._cond.notify_all()
 
@@ -56,7 +58,11 @@ class _ReadGuard:
         self._lock = lock
 
     def __enter__(self) -> None:
-        self._lock.acquire_read()
+        lock = self._lock
+        with lock._mutex:  # acquire_read, inlined: one Python call per search less
+            while lock._writer or lock._waiting_writers:
+                lock._cond.wait()
+            lock._readers += 1
 
     def __exit__(
         self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]

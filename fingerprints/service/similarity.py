@@ -3,13 +3,23 @@ single- or multi-feature, cross-entity, filtered, and batched with de-duplicatio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
 from fingerprints.auth import Principal
-from fingerprints.domain import EntityType, FeatureType, check_vector_for_type, coerce_vector, parse_enum
+from fingerprints.domain import (
+    Distance,
+    EntityType,
+    FeatureType,
+    check_vector_for_type,
+    coerce_vector,
+    parse_enum,
+)
 from fingerprints.errors import NotFound, ValidationError, VectorError
 from fingerprints.index.base import Hits, prepare
 from fingerprints.index.exact import ExactIndex
@@ -17,13 +27,23 @@ from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, cached_feature_type
 from fingerprints.service.fingerprints import check_playlist_visible
-from fingerprints.service.inputs import as_bool, as_id, as_int, as_list, as_object, check_keys
+from fingerprints.service.inputs import (
+    MAX_ID_LENGTH,
+    as_bool,
+    as_id,
+    as_int,
+    as_list,
+    as_object,
+    check_keys,
+)
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MULTI_FEATURE_FETCH = 3  # candidates per feature = limit x this, then rescored exactly
+FLOAT32 = np.dtype(np.float32)
+QUERY_KEYS = frozenset(("entity_type", "entity_id", "vector", "entities"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +58,9 @@ class Weighted:
     weight: float
 
 
-@dataclass(slots=True)
-class SimilarItem:
+class SimilarItem(NamedTuple):
+    """One result. A tuple so that a result list is built in C (``_items``), not per hit."""
+
     entity_type: EntityType
     entity_id: str
     score: float
@@ -157,6 +178,14 @@ def _entity_vectors(
 
 
 def _raw_vector(value: object, feature_type: FeatureType) -> np.ndarray:
+    dimension = feature_type.dimension
+    if isinstance(value, np.ndarray) and value.dtype is FLOAT32 and value.shape == (dimension,):
+        # The in-process case, checked without a numpy ufunc (a single query pays per numpy
+        # call): float32 values summed as Python floats cannot overflow, so a finite sum means
+        # finite values; ``any`` rules out the all-zero vector under cosine.
+        values = value.tolist()
+        if math.isfinite(sum(values)) and (feature_type.distance is not Distance.COSINE or any(values)):
+            return value
     try:
         vector = coerce_vector(value)
         check_vector_for_type(vector, feature_type)
@@ -187,14 +216,15 @@ def _search(
     viewer: Principal,
 ) -> Hits:
     """One query: a single feature straight from its index, several rescored exactly (§7.2)."""
-    indexes = {w.feature_type.id: indexing.key_index(svc, w.feature_type, target) for w in features}
-    allowed = _visible_playlists(svc, target, viewer)
     if len(features) == 1:
         feature_type = features[0].feature_type
-        index = indexes[feature_type.id]
+        index = indexing.key_index(svc, feature_type, target)
+        allowed = _visible_playlists(svc, target, viewer)
         if allowed is not None:
             return _search_within(index, allowed, queries[feature_type.id], k, exclude, min_score)
         return index.search(queries[feature_type.id], k, exclude=exclude, min_score=min_score)
+    indexes = {w.feature_type.id: indexing.key_index(svc, w.feature_type, target) for w in features}
+    allowed = _visible_playlists(svc, target, viewer)
     return _multi_feature(features, indexes, queries, k, exclude, min_score, allowed)
 
 
@@ -300,16 +330,11 @@ def _search_within(
 
 
 def _items(target: EntityType, hits: Hits) -> list[SimilarItem]:
-    distances = hits.distances
-    return [
-        SimilarItem(
-            target,
-            entity_id,
-            float(hits.scores[i]),
-            None if distances is None else float(distances[i]),
-        )
-        for i, entity_id in enumerate(hits.ids)
-    ]
+    """Result items, built by ``tuple.__new__`` in C over zipped columns (no Python per hit)."""
+    n = len(hits.ids)
+    distances = repeat(None, n) if hits.distances is None else hits.distances.tolist()
+    rows = zip(repeat(target, n), hits.ids, hits.scores.tolist(), distances, strict=True)
+    return list(map(tuple.__new__, repeat(SimilarItem, n), rows))
 
 
 # ------------------------------------------------------------------ use cases
@@ -329,15 +354,33 @@ def find_similar(
     viewer: Principal,
 ) -> SimilarResult:
     """POST /v1/content/similar: by entity, by raw vector, or by several entities (centroid)."""
+    if (
+        type(query) is dict
+        and len(query) == 1
+        and "vector" in query
+        and features is None
+        and target_entity_type is None
+        and min_score is None
+        and not exclude_ids
+        and (include_query is None or type(include_query) is bool)
+    ):
+        found = _by_vector(svc, feature_type, query["vector"], limit)
+        if found is not None:
+            return found
     weighted = parse_features(svc, feature_type, features)
     k = parse_limit(limit)
     threshold = parse_min_score(min_score)
-    exclude = {as_id(e, field="exclude_ids") for e in as_list(exclude_ids or [], field="exclude_ids")}
+    exclude: set[str] = (
+        {as_id(e, field="exclude_ids") for e in as_list(exclude_ids, field="exclude_ids")}
+        if exclude_ids
+        else set()
+    )
     include = as_bool(include_query, field="include_query") if include_query is not None else False
     spec = as_object(query, field="query")
-    check_keys(spec, ("entity_type", "entity_id", "vector", "entities"), where="query.")
-    forms = [("entity_id" in spec or "entity_type" in spec), "vector" in spec, "entities" in spec]
-    if sum(forms) != 1:
+    if not spec.keys() <= QUERY_KEYS:
+        check_keys(spec, QUERY_KEYS, where="query.")
+    forms = ("entity_id" in spec or "entity_type" in spec) + ("vector" in spec) + ("entities" in spec)
+    if forms != 1:
         raise ValidationError(
             "query takes exactly one of: entity_type+entity_id, vector, entities", field="query"
         )
@@ -368,6 +411,26 @@ def find_similar(
         exclude |= {r.entity_id for r in refs if r.entity_type is target}
     hits = _search(svc, weighted, vectors, target, k, exclude, threshold, viewer)
     return SimilarResult(target, weighted, _items(target, hits))
+
+
+def _by_vector(svc: Services, type_id: object, vector: object, limit: object) -> SimilarResult | None:
+    """The most common request, a raw vector against one feature type's tracks, in a few calls
+    (a single HNSW query pays per Python call); None when any input is unusual: the general
+    path then answers, or names the error. A bad vector raises as the general path would."""
+    if type(type_id) is not str or len(type_id) > MAX_ID_LENGTH or not type_id.strip():
+        return None
+    if limit is None:
+        k = DEFAULT_LIMIT
+    elif type(limit) is int and 1 <= limit <= MAX_LIMIT:
+        k = limit
+    else:
+        return None
+    feature_type = cached_feature_type(svc, type_id)
+    if feature_type is None or not feature_type.is_active or not feature_type.applies(EntityType.TRACK):
+        return None
+    query = _raw_vector(vector, feature_type)
+    hits = indexing.key_index(svc, feature_type, EntityType.TRACK).search(query, k)
+    return SimilarResult(EntityType.TRACK, [Weighted(feature_type, 1.0)], _items(EntityType.TRACK, hits))
 
 
 def similar_to_entity(

@@ -3,9 +3,7 @@ including per-item ingest errors, playlist privacy, the batch limit and the body
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from fingerprints.app import create_app
 from fingerprints.config import Settings
-from tests.helpers import ADMIN, dump_databases, running_client, seed
+from tests.api.conftest import CustomClient
+from tests.helpers import ADMIN, dump_databases, seed
 
 INGEST = """
 mutation Ingest($input: IngestInput!) {
@@ -134,22 +132,6 @@ async def register_rest(client: httpx.AsyncClient, type_id: str, dimension: int,
     body = {"id": type_id, "name": type_id.title(), "dimension": dimension, **fields}
     r = await client.post("/v1/admin/fingerprints/types", json=body, headers=ADMIN)
     assert r.status_code == 201, r.text
-
-
-CustomClient = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Settings]]]
-
-
-@pytest.fixture
-def custom_client(settings_for: Callable[..., Settings], tmp_path: Path) -> CustomClient:
-    """``custom_client(**overrides)``: the app on this run's backend with overridden settings."""
-
-    @asynccontextmanager
-    async def run(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-        settings = settings_for(tmp_path / "d", **overrides)
-        async with running_client(create_app(settings)) as c:
-            yield c, settings
-
-    return run
 
 
 # ------------------------------------------------------------------ catalog and playlists

@@ -3,7 +3,6 @@ requests with the same text reuse the document and its validation outcome, limit
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +11,8 @@ from graphql import GraphQLError, build_schema, specified_rules
 
 from fingerprints.schema import documents
 from fingerprints.schema.documents import DocumentCache
-from tests.api.test_graphql_security import STATS, custom_client, gql, refused
+from tests.api.conftest import CustomClient
+from tests.api.test_graphql_security import STATS, gql, refused
 
 
 @pytest.fixture
@@ -46,8 +46,8 @@ async def test_same_text_is_parsed_and_validated_once(
     assert counted == {"parse": 2, "validate": 2}
 
 
-async def test_a_refused_document_stays_refused(tmp_path: Path, counted: dict[str, int]) -> None:
-    async with custom_client(tmp_path, graphql_max_depth=1) as (c, _):
+async def test_a_refused_document_stays_refused(custom_client: CustomClient, counted: dict[str, int]) -> None:
+    async with custom_client(graphql_max_depth=1) as (c, _):
         for _ in range(2):
             error = refused(await gql(c, STATS), "depth")
             assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", error
@@ -60,8 +60,8 @@ async def test_syntax_errors_are_reported_and_not_kept(client: httpx.AsyncClient
         assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", error
 
 
-async def test_token_limit_applies_to_cached_parsing(tmp_path: Path) -> None:
-    async with custom_client(tmp_path, graphql_max_tokens=10) as (c, _):
+async def test_token_limit_applies_to_cached_parsing(custom_client: CustomClient) -> None:
+    async with custom_client(graphql_max_tokens=10) as (c, _):
         assert "errors" not in await gql(c, "{ featureTypes { id } }")  # 5 tokens
         long = "{ featureTypes { id name dimension currentVersion isActive createdAt } }"  # 11
         for _ in range(2):

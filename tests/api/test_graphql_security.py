@@ -3,18 +3,15 @@ GraphiQL switches, and masking of unexpected resolver errors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 import fingerprints.service.feature_types
-from fingerprints.app import create_app
 from fingerprints.config import Settings
-from tests.helpers import ADMIN, dump_databases, running_client, seed
+from tests.api.conftest import CustomClient
+from tests.helpers import ADMIN, dump_databases, seed
 
 INTROSPECT_DEEP = "{ __schema { types { fields { type { name } } } } }"
 INTROSPECT_SMALL = "{ __schema { queryType { name } } }"
@@ -37,22 +34,6 @@ async def gql(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json"), r.headers
     return r.json()
-
-
-CustomClient = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Settings]]]
-
-
-@pytest.fixture
-def custom_client(settings_for: Callable[..., Settings], tmp_path: Path) -> CustomClient:
-    """``custom_client(**overrides)``: the app on this run's backend with overridden settings."""
-
-    @asynccontextmanager
-    async def run(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-        settings = settings_for(tmp_path / "d", **overrides)
-        async with running_client(create_app(settings)) as c:
-            yield c, settings
-
-    return run
 
 
 def refused(body: dict[str, Any], fragment: str) -> dict[str, Any]:

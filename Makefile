@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DATA_DIR ?= ./data
 
-.PHONY: install demo serve test lint typecheck bench clean
+.PHONY: install demo serve test lint typecheck bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +35,20 @@ test: lint typecheck
 	$(BIN)/pytest
 
 ## Benchmarks: figures are ratios against a baseline measured in the same run.
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.aggregate
 	$(BIN)/python -m bench.graphql
+	$(BIN)/python -m bench.peers
+
+## The peers (chromadb, lancedb, qdrant, milvus-lite; the `bench` extra): BENCHMARKS.md's figures.
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1373,6 +1373,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown systems {unknown}; known: {list(SPEC_OF)}")
     started = time.perf_counter()
+    machine = _machine()  # the load average before the run
     work = Path(tempfile.mkdtemp(prefix="fingerprints-peers-"))
     try:
         data = clustered(n + queries, DIM, clusters=CLUSTERS, sigma=SIGMA, seed=SEED)
@@ -1399,7 +1400,7 @@ def run(
             "queries": queries,
             "k": K,
             "data": {"clusters": CLUSTERS, "sigma": SIGMA, "seed": SEED, "metric": "cosine"},
-            "machine": {**_machine(), "loadavg after": " ".join(f"{x:.2f}" for x in os.getloadavg())},
+            "machine": {**machine, "loadavg after": " ".join(f"{x:.2f}" for x in os.getloadavg())},
             "versions": versions,
             "indexes": {s.name: s.index for s in SPECS if s.name in names},
             "results": results,

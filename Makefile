@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DATA_DIR ?= ./data
 
-.PHONY: install demo serve test test-replicas lint typecheck bench bench-scaleout clean pg-start pg-stop
+.PHONY: install demo serve test test-replicas lint typecheck bench bench-scaleout bench-peers clean pg-start pg-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,17 +50,26 @@ pg-stop:
 	@scripts/pg.sh stop
 
 ## Benchmarks: figures are ratios against a baseline measured in the same run.
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.aggregate
 	$(BIN)/python -m bench.graphql
 	$(BIN)/python -m bench.scaleout
+	$(BIN)/python -m bench.peers
 
 ## Scale-out: PostgreSQL vs SQLite (ingest, similar QPS), two `fingerprints serve` replicas vs
 ## one. Starts its own PostgreSQL (fsync on; Debian's server binaries); ARGS=--quick for a short run.
 bench-scaleout: $(STAMP)
 	$(BIN)/python -m bench.scaleout $(ARGS)
+
+## The peers (chromadb, lancedb, qdrant, milvus-lite; the `bench` extra): BENCHMARKS.md's figures.
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

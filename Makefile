@@ -32,10 +32,11 @@ typecheck: $(STAMP)
 
 ## Lint, type-check and run the whole default test suite (what CI runs). The API suite runs on
 ## SQLite and on a throwaway local PostgreSQL (scripts/pg.sh; installed when missing and root);
-## without one, the PostgreSQL half is skipped.
+## without one, the PostgreSQL half is skipped. Two pytest workers (pytest-xdist): much of the
+## suite waits on PostgreSQL, subprocesses and index builds (about 6 minutes on 2 cores).
 test: lint typecheck
 	PG_URL=$$(scripts/pg.sh start) || PG_URL=""; \
-	FINGERPRINTS_TEST_PG_URL=$${FINGERPRINTS_TEST_PG_URL:-$$PG_URL} $(BIN)/pytest
+	FINGERPRINTS_TEST_PG_URL=$${FINGERPRINTS_TEST_PG_URL:-$$PG_URL} $(BIN)/pytest -n 2
 
 ## Two real replicas over one PostgreSQL: sync, job take-over after SIGKILL, no job run twice.
 test-replicas: $(STAMP)

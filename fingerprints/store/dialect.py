@@ -173,6 +173,9 @@ def upsert_many(
     """Bulk upsert of plain tuples; the statement is compiled once per shape, not per batch."""
     if not rows:
         return
+    if conn.dialect.name == "postgresql":
+        _upsert_unnest(conn, table, keys=keys, update=update, columns=columns, rows=rows)
+        return
     shape = (conn.dialect.name, table.name, tuple(keys), tuple(update), tuple(columns))
     cached = _UPSERT_SQL.get(shape)
     if cached is None:
@@ -180,9 +183,6 @@ def upsert_many(
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
         cached = _UPSERT_SQL[shape] = (str(compiled), list(getattr(compiled, "positiontup", None) or []))
     sql, positions = cached
-    if conn.dialect.name == "postgresql":
-        _upsert_unnest(conn, table, keys=keys, update=update, columns=columns, rows=rows)
-        return
     if conn.dialect.positional:
         if positions != list(columns):
             order = [list(columns).index(name) for name in positions]

@@ -307,15 +307,17 @@ class HnswIndex:
         tmp.replace(directory / META_FILE)
 
     @classmethod
-    def load(cls, directory: Path) -> HnswIndex:
-        """The index ``save`` wrote; ValueError when files are missing, corrupt or inconsistent."""
+    def load(cls, directory: Path, *, verified: bool = False) -> HnswIndex:
+        """The index ``save`` wrote; ValueError when files are missing, corrupt or inconsistent.
+        ``verified``: the caller has already checked the graph file's bytes (a snapshot checks
+        every file's checksum), so it is not hashed a second time."""
         try:
-            return cls._load(directory)
+            return cls._load(directory, verified=verified)
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"cannot load HNSW index from {directory}: {e}") from e
 
     @classmethod
-    def _load(cls, directory: Path) -> HnswIndex:
+    def _load(cls, directory: Path, *, verified: bool) -> HnswIndex:
         graph = directory / GRAPH_FILE
         meta: dict[str, Any] = json.loads((directory / META_FILE).read_text())
         if meta["format"] != FORMAT:
@@ -328,7 +330,7 @@ class HnswIndex:
         if sorted(free) != [label for label, entity_id in enumerate(ids) if entity_id is None]:
             raise ValueError("free labels and mapping disagree")
         # hnswlib trusts the file: a damaged graph can crash the process, so check it first.
-        if _sha256(graph) != meta["graph_sha256"]:
+        if not verified and _sha256(graph) != meta["graph_sha256"]:
             raise ValueError(f"{graph.name} does not match its checksum")
         index = cls(int(meta["dimension"]), Distance(meta["distance"]), capacity=1, **meta["params"])
         capacity = max(capacity, len(ids), 1)

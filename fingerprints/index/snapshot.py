@@ -144,7 +144,7 @@ def load(
     try:
         index.exact = _load_exact(directory, "exact", dimension, distance)
         if meta["kind"] == "hnsw":
-            index.graph = HnswIndex.load(directory / "graph")
+            index.graph = HnswIndex.load(directory / "graph", verified=True)  # checksums checked above
             index.recall = meta.get("recall")
     except (OSError, ValueError) as exc:
         raise SnapshotUnusable(f"corrupt: {exc}") from None

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     )
     index_snapshots: bool = Field(True, description="Save indexes under <data-dir>/index for fast restarts.")
     index_threads: int = Field(2, ge=1, description="Threads for HNSW graph building.")
+    hnsw_build_quiet_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A key's first HNSW graph is built once it has had no writes for this long: a "
+        "bulk ingest gets one build over everything at its end (the exact index answers meanwhile).",
+    )
 
     aggregation_interval: float = Field(
         60, ge=0, description="Seconds between sweeps that recompute stale aggregates; 0 disables them."

@@ -53,6 +53,7 @@ class IndexParams:
     ef_search: int | None = None
     target_recall: float = 0.95
     threads: int = 2
+    build_quiet_s: float = 1.0  # seconds without writes to a key before its first graph build
 
 
 def merge_hits(parts: Sequence[Hits], k: int) -> Hits:
@@ -101,6 +102,7 @@ class KeyIndex:
         self.source = "database"  # or "snapshot": where this index was loaded from
         self.saved: Any = None  # the watermark of the last snapshot written from it
         self._changes: list[tuple[str, list[str], np.ndarray | None]] | None = None
+        self.last_write = 0.0  # time.monotonic() of the last upsert or removal
 
     def __len__(self) -> int:
         with self.lock.read():
@@ -152,6 +154,7 @@ class KeyIndex:
     def upsert_many(self, entity_ids: Sequence[str], vectors: np.ndarray) -> None:
         ids = list(entity_ids)
         with self.lock.write():
+            self.last_write = time.monotonic()
             if self.graph is not None:
                 for entity_id in ids:
                     self.graph.remove(entity_id)  # mark_deleted: the fresh tier now holds it
@@ -162,6 +165,7 @@ class KeyIndex:
     def remove_many(self, entity_ids: Collection[str]) -> int:
         ids = list(entity_ids)
         with self.lock.write():
+            self.last_write = time.monotonic()
             removed = self.exact.remove_many(ids)
             if self.graph is not None:
                 removed += sum(self.graph.remove(entity_id) for entity_id in ids)
@@ -172,8 +176,16 @@ class KeyIndex:
     # ------------------------------------------------------------------ background work
 
     def wants_graph(self) -> bool:
+        """Above the threshold, without a graph, and quiet: a key in the middle of a bulk ingest
+        gets its graph once the burst ends (built once over everything, and not competing with
+        the writes for the CPU), meanwhile the exact index answers."""
         with self.lock.read():
-            return self.graph is None and not self.building and len(self.exact) > self.params.hnsw_threshold
+            return (
+                self.graph is None
+                and not self.building
+                and len(self.exact) > self.params.hnsw_threshold
+                and time.monotonic() - self.last_write >= self.params.build_quiet_s
+            )
 
     def build_graph(self) -> None:
         """Build an HNSW graph from a copy of the vectors while the exact index keeps serving,

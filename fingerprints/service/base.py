@@ -57,6 +57,7 @@ def index_params(settings: Settings) -> IndexParams:
         ef_search=settings.hnsw_ef_search,
         target_recall=settings.target_recall,
         threads=settings.index_threads,
+        build_quiet_s=settings.hnsw_build_quiet_seconds,
     )
 
 

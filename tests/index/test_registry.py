@@ -18,7 +18,7 @@ from fingerprints.index.registry import IndexKey, IndexParams, KeyIndex, Similar
 from tests.index.data import clustered
 
 KEY = IndexKey("audio", EntityType.TRACK)
-PARAMS = IndexParams(hnsw_threshold=500, m=16, ef_search=64, threads=2)
+PARAMS = IndexParams(hnsw_threshold=500, m=16, ef_search=64, threads=2, build_quiet_s=0)
 
 
 def _index(n: int = 1200, params: IndexParams = PARAMS) -> tuple[KeyIndex, list[str], np.ndarray]:
@@ -162,7 +162,7 @@ def test_target_recall_is_met_on_hard_data(target: float) -> None:
     data = clustered(21_000, 128, seed=11)
     indexed, queries = data[:20_000], data[20_000:]
     ids = [f"t{i:05d}" for i in range(len(indexed))]
-    params = IndexParams(hnsw_threshold=1000, m=16, target_recall=target, threads=2)
+    params = IndexParams(hnsw_threshold=1000, m=16, target_recall=target, threads=2, build_quiet_s=0)
     index = KeyIndex(KEY, 128, Distance.COSINE, params)
     index.upsert_many(ids, indexed)
     index.build_graph()

@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a file: ``python bench/aggregate.py``
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
+from bench.ingest import UPSERT_SQL  # noqa: E402  (the service's upsert, by hand)
 from fingerprints.aggregation.methods import aggregate  # noqa: E402
 from fingerprints.config import Settings  # noqa: E402
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, Distance  # noqa: E402
@@ -87,16 +88,6 @@ WEIGHT = {
 # the others against ``aggregate()`` on the same members (the median iterates to a tolerance).
 TOLERANCE = {AggregationMethod.CENTROID: 1e-3}
 DEFAULT_TOLERANCE = 1e-5
-
-# The statement the service's store issues (``dialect.upsert`` on ``feature_maps``), by hand.
-UPSERT_SQL = (
-    "INSERT INTO feature_maps "
-    "(entity_type, entity_id, feature_type_id, version, vector, computed_at, metadata) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (entity_type, entity_id, feature_type_id) DO UPDATE SET "
-    "version = excluded.version, vector = excluded.vector, "
-    "computed_at = excluded.computed_at, metadata = excluded.metadata"
-)
 
 
 # ---------------------------------------------------------------------------------- data

@@ -218,6 +218,19 @@ def sql(settings: Settings, db: DbName, query: str, *params: Any) -> list[tuple[
         return list(conn.execute(query, params).fetchall())
 
 
+def playlist_rows(settings: Settings, playlist_id: str) -> tuple[tuple[Any, ...] | None, list[str]]:
+    """A playlist's ``user_playlist`` row (id, name, user_id, created) and its track ids in order."""
+    with connect(settings, "user") as conn:
+        head = conn.execute(
+            "SELECT id, name, user_id, created FROM user_playlist WHERE id = ?", (playlist_id,)
+        ).fetchone()
+        tracks = conn.execute(
+            "SELECT track_id FROM user_playlist_tracks WHERE playlist_id = ? ORDER BY position, id",
+            (playlist_id,),
+        ).fetchall()
+    return head, [t[0] for t in tracks]
+
+
 def table_names(settings: Settings, db: DbName) -> list[str]:
     if backend_of(settings) == "sqlite":
         query = "SELECT name FROM sqlite_master WHERE type='table'"

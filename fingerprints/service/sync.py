@@ -74,9 +74,6 @@ class ChangeFeed:
             listener.join()
         self._listeners.clear()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:

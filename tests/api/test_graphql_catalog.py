@@ -32,7 +32,7 @@ from tests.api.similar_helpers import (
     register_type,
     upsert_playlist,
 )
-from tests.backends import Backend, DbName, connect, make_settings
+from tests.backends import Backend, DbName, connect, make_settings, playlist_rows
 from tests.helpers import ADMIN, running_client, seed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -295,18 +295,6 @@ def artist_track_ids(env: Env, artist_id: str) -> list[str]:
             (artist_id,),
         ).fetchall()
     return [r[0] for r in rows]
-
-
-def playlist_rows(env: Env, playlist_id: str) -> tuple[tuple[Any, ...], list[str]]:
-    with db(env, "user") as conn:
-        head = conn.execute(
-            "SELECT id, name, user_id, created FROM user_playlist WHERE id = ?", (playlist_id,)
-        ).fetchone()
-        tracks = conn.execute(
-            "SELECT track_id FROM user_playlist_tracks WHERE playlist_id = ? ORDER BY position, id",
-            (playlist_id,),
-        ).fetchall()
-    return head, [t[0] for t in tracks]
 
 
 # ------------------------------------------------------------------ comparisons
@@ -603,7 +591,7 @@ query($id: ID!) { playlist(id: $id) { id name ownerId created tracks { id name a
 @pytest.mark.parametrize("headers", [OWNER, ADMIN], ids=["owner", "admin"])
 async def test_playlist_tracks_in_playlist_order(env: Env, headers: dict[str, str]) -> None:
     playlist = ok(await gql(env.client, PLAYLIST, {"id": "pl7"}, headers), "playlist")
-    head, track_ids = playlist_rows(env, "pl7")
+    head, track_ids = playlist_rows(env.settings, "pl7")
     assert (playlist["id"], playlist["name"], playlist["ownerId"], playlist["created"]) == head
     assert [t["id"] for t in playlist["tracks"]] == track_ids == PLAYLIST_TRACKS
     for t in playlist["tracks"]:

@@ -34,7 +34,7 @@ from tests.api.similar_helpers import (
     register_type,
     track_id,
 )
-from tests.backends import Backend, connect, make_settings
+from tests.backends import Backend, make_settings, playlist_rows
 from tests.helpers import ADMIN, running_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -120,18 +120,6 @@ def same_error(a: dict[str, Any], a_id: str, b: dict[str, Any], b_id: str) -> No
     assert norm(a, a_id) == norm(b, b_id), (a, b)
 
 
-def playlist_row(env: Env, playlist_id: str) -> tuple[tuple[Any, ...], list[str]]:
-    with connect(env.settings, "user") as conn:
-        head = conn.execute(
-            "SELECT id, name, user_id, created FROM user_playlist WHERE id = ?", (playlist_id,)
-        ).fetchone()
-        tracks = conn.execute(
-            "SELECT track_id FROM user_playlist_tracks WHERE playlist_id = ? ORDER BY position, id",
-            (playlist_id,),
-        ).fetchall()
-    return head, [t[0] for t in tracks]
-
-
 def playlist_vector(env: Env, playlist_id: str, type_id: str = "audio") -> np.ndarray:
     return env.world.of(type_id, "playlist")[playlist_id]
 
@@ -151,7 +139,7 @@ async def test_playlist_root(env: Env, viewer: str) -> None:
     answer = await gql(env.client, PLAYLIST_ROOT, {"id": PLAYLIST}, headers)
     if CAN_SEE[viewer]:
         playlist = data_of(answer)["playlist"]
-        head, tracks = playlist_row(env, PLAYLIST)
+        head, tracks = playlist_rows(env.settings, PLAYLIST)
         assert (playlist["id"], playlist["name"], playlist["ownerId"], playlist["created"]) == head
         assert [t["id"] for t in playlist["tracks"]] == tracks
     else:
@@ -176,7 +164,7 @@ async def test_playlists_batch_null_for_others(env: Env, viewer: str) -> None:
     assert [p and p["id"] for p in playlists] == [i if i in visible else None for i in ids]
     for p in playlists:
         if p is not None:
-            head, tracks = playlist_row(env, p["id"])
+            head, tracks = playlist_rows(env.settings, p["id"])
             assert p["ownerId"] == head[2] and [t["id"] for t in p["tracks"]] == tracks
 
 

@@ -8,13 +8,13 @@ base.py is ``1 - dist`` and ``-dist`` respectively.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import hnswlib
 import numpy as np
+import orjson
 
 from fingerprints.domain import Distance
 from fingerprints.index.base import (
@@ -303,7 +303,7 @@ class HnswIndex:
             "graph_sha256": _sha256(graph),
         }
         tmp = directory / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
+        tmp.write_bytes(orjson.dumps(meta))
         tmp.replace(directory / META_FILE)
 
     @classmethod
@@ -319,7 +319,7 @@ class HnswIndex:
     @classmethod
     def _load(cls, directory: Path, *, verified: bool) -> HnswIndex:
         graph = directory / GRAPH_FILE
-        meta: dict[str, Any] = json.loads((directory / META_FILE).read_text())
+        meta: dict[str, Any] = orjson.loads((directory / META_FILE).read_bytes())
         if meta["format"] != FORMAT:
             raise ValueError(f"unsupported format {meta['format']!r}")
         ids, free, capacity = meta["ids"], meta["free"], meta["capacity"]

@@ -44,17 +44,28 @@ def key_dir(root: Path, key: IndexKey) -> Path:
     return root / key.feature_type_id / key.entity_type.value
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=20)
+# Checksums guard against torn or damaged files, not against an attacker. SHA-1 runs on the
+# CPU's SHA extensions where present: ~1.5 GB/s here against ~0.45 for BLAKE2b, and hashing a
+# 100,000-vector graph is on the path of every cold start. Older snapshots name no algorithm
+# (BLAKE2b, 20 bytes); they still verify.
+DIGEST = "sha1"
+DIGESTS = {
+    "sha1": lambda: hashlib.sha1(usedforsecurity=False),
+    "blake2b": lambda: hashlib.blake2b(digest_size=20),
+}
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = DIGESTS[algorithm]()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _files(directory: Path) -> dict[str, str]:
+def _files(directory: Path, algorithm: str = DIGEST) -> dict[str, str]:
     return {
-        str(p.relative_to(directory)): _digest(p)
+        str(p.relative_to(directory)): _digest(p, algorithm)
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != "meta.json"
     }
@@ -99,6 +110,7 @@ def save(index: KeyIndex, root: Path, watermark: Watermark, *, seq: int = 0) -> 
                 "watermark": asdict(watermark),
                 "seq": seq,
             }
+        meta["digest"] = DIGEST
         meta["files"] = _files(tmp)
         (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         old = target.with_name(f".{target.name}.old")
@@ -138,7 +150,10 @@ def load(
         raise SnapshotUnusable("snapshot was made for another dimension or distance")
     if watermark is not None and meta.get("watermark") != asdict(watermark):
         raise SnapshotUnusable(f"stale: snapshot at {meta.get('watermark')}, database at {asdict(watermark)}")
-    if meta.get("files") != _files(directory):
+    algorithm = meta.get("digest", "blake2b")
+    if algorithm not in DIGESTS:
+        raise SnapshotUnusable(f"unknown checksum algorithm {algorithm!r}")
+    if meta.get("files") != _files(directory, algorithm):
         raise SnapshotUnusable("corrupt: a file's checksum does not match")
     index = KeyIndex(key, dimension, distance, params)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from fingerprints.domain import Distance, EntityType
@@ -152,6 +154,35 @@ def test_snapshot_refuses_stale_corrupt_and_foreign(tmp_path: Path) -> None:
     data[-1] ^= 0xFF
     vectors_file.write_bytes(bytes(data))
     with pytest.raises(snapshot.SnapshotUnusable, match="corrupt"):
+        load()
+
+
+def test_snapshot_checksums_name_their_algorithm(tmp_path: Path) -> None:
+    """New snapshots say which checksum they carry; a snapshot from before that (BLAKE2b, no
+    name) still loads, and an unknown name is refused rather than trusted."""
+    index, _, vectors = _index(300)
+    index.build_graph()
+    mark = snapshot.Watermark(generation=1, count=len(index))
+    directory = snapshot.save(index, tmp_path, mark)
+    meta_path = directory / "meta.json"
+    meta = orjson.loads(meta_path.read_bytes())
+    assert meta["digest"] == "sha1"
+
+    def load() -> KeyIndex:
+        return snapshot.load(
+            tmp_path, KEY, dimension=32, distance=Distance.COSINE, watermark=mark, params=PARAMS
+        )
+
+    del meta["digest"]
+    meta["files"] = {
+        name: hashlib.blake2b((directory / name).read_bytes(), digest_size=20).hexdigest()
+        for name in meta["files"]
+    }
+    meta_path.write_bytes(orjson.dumps(meta))
+    assert load().search(vectors[0], 3).ids == index.search(vectors[0], 3).ids
+    meta["digest"] = "crc0"
+    meta_path.write_bytes(orjson.dumps(meta))
+    with pytest.raises(snapshot.SnapshotUnusable, match="checksum algorithm"):
         load()
 
 

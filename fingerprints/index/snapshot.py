@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def key_dir(root: Path, key: IndexKey) -> Path:
 # 100,000-vector graph is on the path of every cold start. Older snapshots name no algorithm
 # (BLAKE2b, 20 bytes); they still verify.
 DIGEST = "sha1"
-DIGESTS = {
+DIGESTS: dict[str, Callable[[], Any]] = {
     "sha1": lambda: hashlib.sha1(usedforsecurity=False),
     "blake2b": lambda: hashlib.blake2b(digest_size=20),
 }

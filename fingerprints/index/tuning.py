@@ -25,7 +25,11 @@ from fingerprints.index.hnsw import HnswIndex
 
 log = logging.getLogger(__name__)
 
-EF_CANDIDATES = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+# Steps of about 1/8 above 64: ef is the search's cost, so a coarse grid (96 -> 128) would
+# overspend up to a third where a step in between already meets the target.
+EF_CANDIDATES = (10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 112, 128, 144, 160, 176, 192, 224, 256)
+EF_CANDIDATES += (288, 320, 384, 448, 512, 640, 768, 896, 1024)
+M_CANDIDATES = (16, 32, 48, 64)  # high-dimensional data (embeddings) often wants 48-64
 TRUTH_CHUNK = 50_000  # stored rows per matrix product: 200 queries x 50k keys = 40 MB
 TIMING_REPEATS = 3
 
@@ -77,7 +81,7 @@ def choose_m(
     *,
     k: int = 10,
     pilot_size: int = 20_000,
-    candidates: Sequence[int] = (16, 32, 48),
+    candidates: Sequence[int] = M_CANDIDATES,
     ef_construction: int = 200,
     seed: int = 0,
     sample: int = 200,

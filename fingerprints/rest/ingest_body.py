@@ -42,8 +42,7 @@ def decode_ingest_body(body: bytes) -> tuple[object, object, object]:
 
 
 def _decode_columns(body: bytes) -> tuple[object, object, FeatureColumns] | None:
-    # An escaped "[" would hide a string's bracket from the count in _columns.
-    if body.startswith(_BOM) or b"\\u005b" in body or b"\\u005B" in body:
+    if body.startswith(_BOM) or _escaped_bracket(body):
         return None
     parser = simdjson.Parser()
     try:
@@ -107,6 +106,12 @@ def _columns(doc: Any, body: bytes) -> tuple[object, object, FeatureColumns] | N
         entity_types=entity_types, entity_ids=entity_ids, metadata=metadata, vectors=vectors
     )
     return feature_type_id, version, columns
+
+
+def _escaped_bracket(body: bytes) -> bool:
+    """Whether a string may hold a "[" written as an escape (hidden from the count in _columns).
+    Most bodies hold no backslash at all: one memchr-speed scan says so."""
+    return b"\\" in body and (b"\\u005b" in body or b"\\u005B" in body)
 
 
 def _unboxed(value: Any) -> Any:

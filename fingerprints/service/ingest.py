@@ -366,8 +366,10 @@ def _vectors(raw: list[Any] | np.ndarray, feature_type: FeatureType) -> tuple[np
         return matrix, good
     good = np.asarray(np.isfinite(matrix).all(axis=1))
     # numpy reads true/false as 1/0: a row holding an exact 0 or 1 may have had a boolean, so
-    # only those rows (rare in real features) get their element types scanned.
-    for suspect in np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist():
+    # only those rows (rare in real features) get their element types scanned. A decoded
+    # matrix never held one.
+    suspects = [] if raw is stacked else np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist()
+    for suspect in suspects:
         value = raw[suspect]
         if isinstance(value, list) and bool in set(map(type, value)):
             good[suspect] = False

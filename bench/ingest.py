@@ -53,6 +53,7 @@ from starlette.applications import Starlette  # noqa: E402
 
 from fingerprints.app import create_app  # noqa: E402
 from fingerprints.config import Settings  # noqa: E402
+from fingerprints.rest.ingest_body import decode_ingest_body  # noqa: E402
 
 GOAL = 0.25
 SEED = 20240601
@@ -82,6 +83,7 @@ class Result:
     raw_seconds: float
     building_at_end: bool  # an HNSW graph build was still running after the last answer
     breakdown: dict[str, float]
+    request_seconds: tuple[float, ...] = ()  # each request's round trip, in order
 
     @property
     def service_rate(self) -> float:
@@ -197,14 +199,19 @@ async def _prepare(data_dir: Path, dim: int, track_ids: Sequence[str] | None) ->
             await _create_catalog(client, track_ids, settings.max_batch_items)
 
 
-async def _service_run(data_dir: Path, bodies: Sequence[bytes], sizes: Sequence[int]) -> tuple[float, bool]:
-    """Seconds to POST every body, one after the other, each answered 200 with no errors; and
-    whether a graph build was still running then."""
+async def _service_run(
+    data_dir: Path, bodies: Sequence[bytes], sizes: Sequence[int]
+) -> tuple[float, bool, list[float]]:
+    """Seconds to POST every body, one after the other, each answered 200 with no errors;
+    whether a graph build was still running then; and each request's seconds."""
     app = create_app(_settings(data_dir))
+    requests: list[float] = []
     async with running_client(app) as client:
         start = time.perf_counter()
         for body, size in zip(bodies, sizes, strict=True):
+            sent = time.perf_counter()
             r = await client.post(INGEST_URL, content=body, headers=HEADERS)
+            requests.append(time.perf_counter() - sent)
             if r.status_code != 200:
                 raise RuntimeError(f"ingest: {r.status_code} {r.text[:500]}")
             data = r.json()
@@ -215,7 +222,7 @@ async def _service_run(data_dir: Path, bodies: Sequence[bytes], sizes: Sequence[
         elapsed = time.perf_counter() - start
         index = app.state.services.index
         keys = [k for k in (index.get(key) for key in index.keys()) if k is not None]
-        return elapsed, any(k.building for k in keys)
+        return elapsed, any(k.building for k in keys), requests
 
 
 def _raw_run(db_path: Path, row_batches: Sequence[list[tuple[Any, ...]]]) -> float:
@@ -271,8 +278,11 @@ def _stored(db_path: Path) -> list[tuple[str, bytes]]:
 
 def _breakdown(bodies: Sequence[bytes], vectors: np.ndarray, batches: Sequence[range]) -> dict[str, float]:
     """Steps an ingest has to take, each timed on its own, one batch at a time like the server."""
-    t_loads = t_batch = t_items = 0.0
+    t_decode = t_loads = t_batch = t_items = 0.0
     for body in bodies:
+        t = time.perf_counter()
+        decode_ingest_body(body)
+        t_decode += time.perf_counter() - t
         t0 = time.perf_counter()
         doc = orjson.loads(body)
         t1 = time.perf_counter()
@@ -292,6 +302,7 @@ def _breakdown(bodies: Sequence[bytes], vectors: np.ndarray, batches: Sequence[r
         [block[j].astype("<f4").tobytes() for j in range(len(rows))]
     t_blobs = time.perf_counter() - t0
     return {
+        "decode_ingest_body (the service's decoder)": t_decode,
         "orjson.loads (all bodies)": t_loads,
         "np.array(lists, dtype=float32), once per batch": t_batch,
         "np.asarray(list).astype(float32), once per item": t_items,
@@ -351,7 +362,7 @@ def run(*, n: int, dim: int, batch: int, data_dir: Path | None = None, out: Any 
         _quiesce()
         raw_s = _raw_run(raw_dir / "catalog.db", row_batches)
         _quiesce()
-        service_s, building = asyncio.run(_service_run(service_dir, bodies, sizes))
+        service_s, building, request_s = asyncio.run(_service_run(service_dir, bodies, sizes))
 
         # ---- check: both databases hold the same n vectors, byte for byte
         got, want = _stored(service_dir / "catalog.db"), _stored(raw_dir / "catalog.db")
@@ -370,6 +381,7 @@ def run(*, n: int, dim: int, batch: int, data_dir: Path | None = None, out: Any 
             raw_seconds=raw_s,
             building_at_end=building,
             breakdown=breakdown,
+            request_seconds=tuple(request_s),
         )
         _report(result, say)
         return result
@@ -386,6 +398,13 @@ def _report(r: Result, say: Any) -> None:
     say(f"{'ratio (service / raw)':32}{'':>10}{r.ratio:>14.3f}")
     say(f"ratio >= {GOAL}: {'PASS' if r.passed else 'FAIL'}")
     say(f"verified: {r.n:,} rows in each database, vectors byte-identical; albums and artist marked stale")
+    if r.request_seconds:
+        p50, p90 = np.percentile(r.request_seconds, [50, 90]) * 1000
+        slowest = max(range(len(r.request_seconds)), key=r.request_seconds.__getitem__)
+        say(
+            f"requests of {r.batch:,}: p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
+            f"slowest {1000 * r.request_seconds[slowest]:.1f} ms (request {slowest + 1})"
+        )
     if r.building_at_end:
         say("an HNSW graph build (lower CPU priority) was still running after the last answer")
     say()

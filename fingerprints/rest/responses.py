@@ -25,8 +25,13 @@ def error_body(exc: DomainError) -> dict[str, Any]:
 
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object (its size is bounded by ``BodyLimitMiddleware``)."""
+    return parse_json_object(await request.body())
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a ``ValidationError`` naming the body."""
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"request body is not valid JSON: {exc}", field="body") from None
     if not isinstance(body, dict):

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from fingerprints.auth import Principal, require_admin
+from fingerprints.rest.ingest_body import decode_ingest_body
 from fingerprints.rest.responses import (
     ORJSONResponse,
     feature_type_json,
@@ -94,16 +95,18 @@ async def bump_version(request: Request) -> ORJSONResponse:
 
 
 async def ingest_features(request: Request) -> ORJSONResponse:
-    body = await _admin_body(request, ("feature_type_id", "version", "features"))
-    result = await call(
-        ingest.ingest_feature_maps,
-        services_of(request),
-        feature_type_id=body.get("feature_type_id"),
-        version=body.get("version"),
-        features=body.get("features"),
-    )
+    require_admin(principal_of(request))
+    # Decoding a batch takes as long as storing it: done in the same worker thread, after auth.
+    result = await call(_ingest_body, services_of(request), await request.body())
     return ORJSONResponse(
         {"ingested": result.ingested, "errors": [item_error_json(e) for e in result.errors]}
+    )
+
+
+def _ingest_body(svc: Services, body: bytes) -> ingest.IngestResult:
+    feature_type_id, version, features = decode_ingest_body(body)
+    return ingest.ingest_feature_maps(
+        svc, feature_type_id=feature_type_id, version=version, features=features
     )
 
 

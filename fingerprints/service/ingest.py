@@ -1,8 +1,10 @@
 """Ingestion of feature maps (spec §6.2, design §4): per-item validation, one transaction per database.
 
-The hot path works on the whole batch: one ``np.array`` over all vectors, finiteness,
-dimension and zero checks as array operations, one packed buffer sliced into BLOBs, one
-``executemany``. Only items that fail a check go through the per-item path, which says why.
+The hot path works on the whole batch, column by column: field checks as C-level ``map``s,
+one matrix of all vectors (straight from the request body when the REST decoder could build
+it: ``FeatureColumns``), finiteness, dimension and zero checks as array operations, one packed
+buffer sliced into BLOBs, one ``executemany``. Only items that fail a check go through the
+per-item path, which says why.
 """
 
 from __future__ import annotations
@@ -27,12 +29,45 @@ from fingerprints.domain import (
 from fingerprints.errors import PayloadTooLarge, Rejected, ValidationError
 from fingerprints.service import aggregation, indexing
 from fingerprints.service.base import Services, cached_feature_type, now
-from fingerprints.service.inputs import as_int, as_list
+from fingerprints.service.inputs import MAX_ID_LENGTH, as_int, as_list
 from fingerprints.store import catalog as catalog_store
 from fingerprints.store import feature_maps as maps_store
 
 ITEM_KEYS = frozenset({"entity_type", "entity_id", "vector", "metadata"})
+COLUMN_KEYS = ("entity_type", "entity_id", "metadata", "vector")
 ENTITY_TYPES = {e.value: e for e in EntityType} | {e: e for e in EntityType}
+# The column values, without an enum attribute lookup per row.
+_ENTITY_TYPE_VALUES = {e: e.value for e in EntityType}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumns:
+    """A batch split by field, as a request decoder hands it over: item i is ``entity_types[i]``,
+    ``entity_ids[i]``, ``metadata[i]`` (None: absent) and row i of ``vectors``, one numeric
+    (n, length) matrix. No item has another field."""
+
+    entity_types: list[Any]
+    entity_ids: list[Any]
+    metadata: list[Any]
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.entity_ids)
+
+    def items(self) -> list[dict[str, Any]]:
+        """The same batch as plain items (what the per-item checks read)."""
+        items = []
+        for entity_type, entity_id, metadata, vector in zip(
+            self.entity_types, self.entity_ids, self.metadata, self.vectors, strict=True
+        ):
+            item = {"entity_type": entity_type, "entity_id": entity_id, "vector": vector}
+            if metadata is not None:
+                item["metadata"] = metadata
+            items.append(item)
+        return items
+
+
+Batch = FeatureColumns | list[Any]
 
 
 @dataclass(slots=True)
@@ -55,11 +90,12 @@ class _Accepted:
 def ingest_feature_maps(
     svc: Services, *, feature_type_id: object, features: object, version: object = None
 ) -> IngestResult:
-    """Store every valid item; list every invalid one with its index, entity and reason."""
-    items = as_list(features, field="features")
-    if len(items) > svc.settings.max_batch_items:
+    """Store every valid item; list every invalid one with its index, entity and reason
+    (``features``: a list of items, or the same as ``FeatureColumns``)."""
+    batch: Batch = features if isinstance(features, FeatureColumns) else as_list(features, field="features")
+    if len(batch) > svc.settings.max_batch_items:
         raise PayloadTooLarge(
-            f"a batch holds at most {svc.settings.max_batch_items} items (got {len(items)})",
+            f"a batch holds at most {svc.settings.max_batch_items} items (got {len(batch)})",
             field="features",
         )
     if version is not None:
@@ -72,45 +108,73 @@ def ingest_feature_maps(
     refusal = _refuse_batch(feature_type, feature_type_id, version)
     if refusal is not None:
         code, message = refusal
-        result.errors = [_error(i, item, code, message) for i, item in enumerate(items)]
+        result.errors = [_error(i, item, code, message) for i, item in enumerate(_items(batch))]
         return result
     assert feature_type is not None
     stored_version = version if version is not None else feature_type.current_version
 
-    accepted = _validate(items, feature_type, result.errors)
+    accepted = _validate(batch, feature_type, result.errors)
     blobs = _blobs(accepted.vectors)
     computed_at = now()
+    kinds = set(accepted.entity_type)
     for playlists, db in ((False, svc.dbs.catalog), (True, svc.dbs.user)):
-        rows = [i for i, e in enumerate(accepted.entity_type) if (e is EntityType.PLAYLIST) == playlists]
+        rows = _rows_of(accepted, kinds, playlists=playlists)
         if not rows:
             continue
         with db.serialized():  # the index applies writes in commit order
             with db.write() as conn:
                 kept = _keep_known(conn, accepted, rows, result.errors)
-                kinds = [accepted.entity_type[i] for i in kept]
-                ids = [accepted.entity_id[i] for i in kept]
+                if len(kept) == len(accepted.index):  # the usual batch: every row, as it came
+                    kept_kinds, ids, kept_blobs, metadata = (
+                        accepted.entity_type,
+                        accepted.entity_id,
+                        blobs,
+                        accepted.metadata,
+                    )
+                else:
+                    kept_kinds = [accepted.entity_type[i] for i in kept]
+                    ids = [accepted.entity_id[i] for i in kept]
+                    kept_blobs = [blobs[i] for i in kept]
+                    metadata = [accepted.metadata[i] for i in kept]
                 maps_store.upsert_feature_maps(
                     conn,
                     playlists=playlists,
                     rows=list(
                         zip(
-                            [kind.value for kind in kinds],
+                            map(_ENTITY_TYPE_VALUES.__getitem__, kept_kinds),
                             ids,
                             repeat(feature_type.id),
                             repeat(stored_version),
-                            [blobs[i] for i in kept],
+                            kept_blobs,
                             repeat(computed_at),
-                            [accepted.metadata[i] for i in kept],
+                            metadata,
                         )
                     ),
                 )
                 if not playlists:
-                    tracks = [e for e, kind in zip(ids, kinds, strict=True) if kind is EntityType.TRACK]
+                    if kinds == {EntityType.TRACK}:
+                        tracks = ids
+                    else:
+                        tracks = [e for e, k in zip(ids, kept_kinds, strict=True) if k is EntityType.TRACK]
                     aggregation.mark_tracks_changed(svc, conn, track_ids=tracks, type_ids=[feature_type.id])
             _written_to_index(svc, feature_type.id, accepted, kept)
         result.ingested += len(kept)
     result.errors.sort(key=lambda e: e.index)
     return result
+
+
+def _items(batch: Batch) -> list[Any]:
+    return batch.items() if isinstance(batch, FeatureColumns) else batch
+
+
+def _rows_of(accepted: _Accepted, kinds: set[EntityType], *, playlists: bool) -> list[int]:
+    """Positions of the accepted rows stored in one database (playlists: user.db)."""
+    stored_here = {EntityType.PLAYLIST} if playlists else kinds - {EntityType.PLAYLIST}
+    if not stored_here & kinds:
+        return []
+    if len(kinds) == 1:
+        return list(range(len(accepted.index)))
+    return [i for i, e in enumerate(accepted.entity_type) if (e is EntityType.PLAYLIST) == playlists]
 
 
 def _written_to_index(svc: Services, type_id: str, accepted: _Accepted, kept: list[int]) -> None:
@@ -154,17 +218,19 @@ def _error(index: int, item: object, code: str, message: str) -> ItemError:
     return ItemError(index=index, code=code, message=message, entity_type=entity_type, entity_id=entity_id)
 
 
-def _validate(items: Sequence[Any], feature_type: FeatureType, errors: list[ItemError]) -> _Accepted:
+def _validate(batch: Batch, feature_type: FeatureType, errors: list[ItemError]) -> _Accepted:
     """Check every item; accepted ones come back with their vectors stacked in one matrix."""
     accepted = _Accepted()
-    raw_vectors: list[Any] = []
-    fast = _fields_of_clean_batch(items, feature_type)
-    if fast is not None:  # every item well-formed: no per-item function calls
-        accepted.index = list(range(len(items)))
-        accepted.entity_type, accepted.entity_id, accepted.metadata, raw_vectors = fast
+    raw_vectors: Any = []
+    columns = _columns(batch)
+    fields = _checked_fields(*columns[:3], feature_type) if columns is not None else None
+    if columns is not None and fields is not None:  # every item well-formed: no per-item calls
+        accepted.index = list(range(len(batch)))
+        accepted.entity_type, accepted.entity_id, accepted.metadata = fields
+        raw_vectors = columns[3]
         items_to_check: Sequence[Any] = ()
     else:
-        items_to_check = items
+        items_to_check = _items(batch)
     for index, item in enumerate(items_to_check):
         try:
             entity_type, entity_id, metadata = _check_fields(item, feature_type)
@@ -179,10 +245,17 @@ def _validate(items: Sequence[Any], feature_type: FeatureType, errors: list[Item
 
     matrix, good = _vectors(raw_vectors, feature_type)
     if not good.all():
-        for row in np.flatnonzero(~good):
-            index = accepted.index[row]
+        for row in np.flatnonzero(~good).tolist():
             reason = _vector_problem(raw_vectors[row], feature_type)
-            errors.append(_error(index, items[index], reason.reason, reason.message))
+            errors.append(
+                ItemError(
+                    index=accepted.index[row],
+                    code=reason.reason,
+                    message=reason.message,
+                    entity_type=accepted.entity_type[row].value,
+                    entity_id=accepted.entity_id[row],
+                )
+            )
         keep = np.flatnonzero(good).tolist()
         accepted.index = [accepted.index[i] for i in keep]
         accepted.entity_type = [accepted.entity_type[i] for i in keep]
@@ -193,21 +266,37 @@ def _validate(items: Sequence[Any], feature_type: FeatureType, errors: list[Item
     return accepted
 
 
-def _fields_of_clean_batch(
-    items: Sequence[Any], feature_type: FeatureType
-) -> tuple[list[EntityType], list[str], list[str | None], list[Any]] | None:
-    """The fields of every item when all of them pass ``_check_fields`` (checked column by
-    column), else None: the per-item path then says what is wrong with which item."""
-    if not all(type(item) is dict and ITEM_KEYS.issuperset(item) and "vector" in item for item in items):
+def _columns(batch: Batch) -> tuple[list[Any], list[Any], list[Any], Any] | None:
+    """Entity types, ids, metadata and vectors (a matrix, or each item's value) of a batch
+    whose items are all objects with known fields and a vector, else None."""
+    if isinstance(batch, FeatureColumns):
+        return batch.entity_types, batch.entity_ids, batch.metadata, batch.vectors
+    items, n = batch, len(batch)
+    if not {dict}.issuperset(map(type, items)) or not all(map(ITEM_KEYS.issuperset, items)):
         return None
-    types = [ENTITY_TYPES.get(t) if type(t) is str else None for t in (i.get("entity_type") for i in items)]
-    if not all(t is not None and feature_type.applies(t) for t in set(types)):
+    if not all(map(dict.__contains__, items, repeat("vector", n))):
         return None
-    ids = [i.get("entity_id") for i in items]
-    if not all(type(e) is str and 0 < len(e) <= 255 and e.strip() for e in ids):
+    return tuple(list(map(dict.get, items, repeat(key, n))) for key in COLUMN_KEYS)  # type: ignore[return-value]
+
+
+def _checked_fields(
+    entity_types: list[Any], entity_ids: list[Any], metadata: list[Any], feature_type: FeatureType
+) -> tuple[list[EntityType], list[str], list[str | None]] | None:
+    """The fields of a batch whose every item passes ``_check_fields`` (checked column by
+    column, at C speed), else None: the per-item path then says what is wrong with which item."""
+    if not {str}.issuperset(map(type, entity_types)) or not {str}.issuperset(map(type, entity_ids)):
         return None
-    metadata = [None if (m := i.get("metadata")) is None else orjson.dumps(m).decode() for i in items]
-    return types, ids, metadata, [i["vector"] for i in items]  # type: ignore[return-value]
+    kinds = list(map(ENTITY_TYPES.get, entity_types))
+    if not all(kind is not None and feature_type.applies(kind) for kind in set(kinds)):
+        return None
+    if entity_ids and (min(map(len, entity_ids)) == 0 or max(map(len, entity_ids)) > MAX_ID_LENGTH):
+        return None
+    if not all(map(str.strip, entity_ids)):
+        return None
+    if metadata.count(None) == len(metadata):
+        return kinds, entity_ids, list(metadata)  # type: ignore[return-value]
+    dumped = [None if m is None else orjson.dumps(m).decode() for m in metadata]
+    return kinds, entity_ids, dumped  # type: ignore[return-value]
 
 
 def _check_fields(item: object, feature_type: FeatureType) -> tuple[EntityType, str, str | None]:
@@ -243,16 +332,21 @@ def _check_fields(item: object, feature_type: FeatureType) -> tuple[EntityType, 
     return entity_type, entity_id, orjson.dumps(metadata).decode() if metadata is not None else None
 
 
-def _vectors(raw: list[Any], feature_type: FeatureType) -> tuple[np.ndarray, np.ndarray]:
+def _vectors(raw: list[Any] | np.ndarray, feature_type: FeatureType) -> tuple[np.ndarray, np.ndarray]:
     """All vectors as one (n, dimension) float32 matrix, and which rows are valid.
 
-    The common case (lists of numbers of the right length) is one ``np.array`` plus array-wide
-    checks. A batch numpy cannot stack (ragged, strings, nulls) goes vector by vector.
+    The common case (a decoded matrix, or lists of numbers of the right length) is at most one
+    ``np.array`` plus array-wide checks. A batch numpy cannot stack (ragged, strings, nulls)
+    goes vector by vector.
     """
     dimension = feature_type.dimension
     matrix = None
+    stacked: np.ndarray | None
     try:
-        stacked = np.array(raw) if raw else np.empty((0, dimension))
+        if isinstance(raw, np.ndarray):
+            stacked = raw
+        else:
+            stacked = np.array(raw) if raw else np.empty((0, dimension))
     except (ValueError, TypeError):
         stacked = None
     if stacked is not None and stacked.ndim == 2 and stacked.shape[1] == dimension:
@@ -272,8 +366,10 @@ def _vectors(raw: list[Any], feature_type: FeatureType) -> tuple[np.ndarray, np.
         return matrix, good
     good = np.asarray(np.isfinite(matrix).all(axis=1))
     # numpy reads true/false as 1/0: a row holding an exact 0 or 1 may have had a boolean, so
-    # only those rows (rare in real features) get their element types scanned.
-    for suspect in np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist():
+    # only those rows (rare in real features) get their element types scanned. A decoded
+    # matrix never held one.
+    suspects = [] if raw is stacked else np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1)).tolist()
+    for suspect in suspects:
         value = raw[suspect]
         if isinstance(value, list) and bool in set(map(type, value)):
             good[suspect] = False
@@ -303,9 +399,15 @@ def _blobs(vectors: np.ndarray | None) -> list[bytes]:
 def _keep_known(conn: Any, accepted: _Accepted, rows: list[int], errors: list[ItemError]) -> list[int]:
     """The rows whose entity is in the catalog; an UNKNOWN_ENTITY error for each of the others."""
     known: dict[EntityType, set[str]] = {}
-    for entity_type in {accepted.entity_type[i] for i in rows}:
-        ids = [accepted.entity_id[i] for i in rows if accepted.entity_type[i] is entity_type]
+    kinds = {accepted.entity_type[i] for i in rows}
+    for entity_type in kinds:
+        if len(kinds) == 1 and len(rows) == len(accepted.entity_id):
+            ids = accepted.entity_id
+        else:
+            ids = [accepted.entity_id[i] for i in rows if accepted.entity_type[i] is entity_type]
         known[entity_type] = catalog_store.existing_ids(conn, entity_type=entity_type, ids=ids)
+        if len(kinds) == 1 and known[entity_type].issuperset(ids):
+            return rows  # the usual batch: every entity known
     kept = []
     for i in rows:
         entity_type, entity_id = accepted.entity_type[i], accepted.entity_id[i]

@@ -7,6 +7,7 @@ catalog.db. Bulk writes go through one Core ``executemany``; bulk reads through 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -69,9 +70,12 @@ def upsert_feature_maps(conn: Connection, *, rows: Sequence[MapRow], playlists: 
             columns=MAP_COLUMNS,
             rows=rows,
         )
-    keys = {(r[0], r[2]) for r in rows}
+    keys = set(map(itemgetter(0, 2), rows))
     for entity_type, type_id in keys:
-        ids = [r[1] for r in rows if len(keys) == 1 or (r[0], r[2]) == (entity_type, type_id)]
+        if len(keys) == 1:
+            ids = list(map(itemgetter(1), rows))
+        else:
+            ids = [r[1] for r in rows if (r[0], r[2]) == (entity_type, type_id)]
         bump_generation(conn, type_id=type_id, entity_type=EntityType(entity_type))
         changes.record(conn, "maps", type_id=type_id, entity_type=EntityType(entity_type), entity_ids=ids)
 

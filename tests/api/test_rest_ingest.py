@@ -517,6 +517,7 @@ async def _run_mixed(
         b'"vector": [Infinity, 1, 1, 1]}]}',
         b'{"feature_type_id": "audio", "features": [{"entity_type": "track", "entity_id": "t1", '
         b'"vector": [1e400, 1, 1, 1]}]}',
+        b'\xef\xbb\xbf{"feature_type_id": "audio", "features": []}',
     ],
     ids=[
         "truncated",
@@ -527,6 +528,7 @@ async def _run_mixed(
         "nan_literal",
         "infinity_literal",
         "double_overflow",
+        "byte_order_mark",
     ],
 )
 async def test_malformed_body_is_400(seeded: httpx.AsyncClient, settings: Settings, raw: bytes) -> None:
@@ -535,6 +537,41 @@ async def test_malformed_body_is_400(seeded: httpx.AsyncClient, settings: Settin
     r = await seeded.post(INGEST, content=raw, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "BAD_USER_INPUT", "body")
     assert dump_databases(settings) == before
+
+
+async def test_raw_bodies_read_as_orjson_reads_them(seeded: httpx.AsyncClient, settings: Settings) -> None:
+    """Bodies the fast decoder leaves to orjson: a repeated key (the last one counts) and a
+    vector holding an array behind an escaped bracket (refused, the rest stored)."""
+    raw = (
+        b'{"feature_type_id": "audio", "features": ['
+        b'{"entity_type": "track", "entity_id": "t1", "vector": [9, 9, 9, 9], "vector": [1, 2, 3, 4]},'
+        b'{"entity_type": "track", "entity_id": "t2", "vector": [[1], 2, 3, 4], "metadata": "\\u005b"},'
+        b'{"entity_type": "album", "entity_id": "al1", "vector": [4, 3, 2, 1]}]}'
+    )
+    r = await seeded.post(INGEST, content=raw, headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["ingested"] == 2
+    assert_item_errors(r.json()["errors"], [item_error(1, "track", "t2", "NON_NUMERIC")])
+    maps = stored_maps(settings)
+    assert set(maps) == {("track", "t1", "audio"), ("album", "al1", "audio")}
+    assert_vector(maps[("track", "t1", "audio")][1], [1, 2, 3, 4])
+    assert_vector(maps[("album", "al1", "audio")][1], [4, 3, 2, 1])
+
+
+async def test_large_batch_is_stored_bit_for_bit(seeded: httpx.AsyncClient, settings: Settings) -> None:
+    """Many float32 values through the column decoder: stored exactly as sent."""
+    await register(seeded, "wide", dimension=64)
+    vectors = np.random.default_rng(3).standard_normal((6, 64)).astype(np.float32)
+    ids = [("track", "t1"), ("track", "t2"), ("album", "al1"), ("artist", "ar2"), ("playlist", "p1")]
+    features = [feature(eid, vectors[i].tolist(), etype) for i, (etype, eid) in enumerate(ids)]
+    features.append(feature("t404", vectors[5].tolist()))
+    r = await ingest(seeded, features, type_id="wide")
+    assert r.status_code == 200, r.text
+    assert r.json()["ingested"] == 5
+    assert_item_errors(r.json()["errors"], [item_error(5, "track", "t404", "UNKNOWN_ENTITY")])
+    maps = stored_maps(settings)
+    for i, (etype, eid) in enumerate(ids):
+        assert maps[(etype, eid, "wide")][1].tobytes() == vectors[i].astype("<f4").tobytes()
 
 
 @pytest.mark.parametrize(

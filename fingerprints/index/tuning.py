@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # Steps of about 1/8 above 64: ef is the search's cost, so a coarse grid (96 -> 128) would
 # overspend up to a third where a step in between already meets the target.
-EF_CANDIDATES = (10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 112, 128, 144, 160, 176, 192, 224, 256)
-EF_CANDIDATES += (288, 320, 384, 448, 512, 640, 768, 896, 1024)
+EF_CANDIDATES: tuple[int, ...] = (10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 112, 128, 144, 160)
+EF_CANDIDATES += (176, 192, 224, 256, 288, 320, 384, 448, 512, 640, 768, 896, 1024)
 M_CANDIDATES = (16, 32, 48, 64)  # high-dimensional data (embeddings) often wants 48-64
 TRUTH_CHUNK = 50_000  # stored rows per matrix product: 200 queries x 50k keys = 40 MB
 TIMING_REPEATS = 3

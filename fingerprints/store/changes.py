@@ -31,6 +31,9 @@ NOTIFY_CHANNEL = "fingerprints_changes"
 _APPEND_LOCK = 0x46505F43484E47  # "FP_CHNG"
 
 
+_INSERT = changes.insert()
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     seq: int
@@ -57,16 +60,15 @@ def record(
     """Append one change in the caller's transaction (visible when it commits)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
-    conn.execute(
-        changes.insert().values(
-            origin=origin_of(conn),
-            kind=kind,
-            feature_type_id=type_id,
-            entity_type=entity_type.value if entity_type is not None else None,
-            entity_ids=orjson.dumps(list(entity_ids)).decode() if entity_ids is not None else None,
-            created_at=time.time(),
-        )
-    )
+    row = {
+        "origin": origin_of(conn),
+        "kind": kind,
+        "feature_type_id": type_id,
+        "entity_type": entity_type.value if entity_type is not None else None,
+        "entity_ids": orjson.dumps(list(entity_ids)).decode() if entity_ids is not None else None,
+        "created_at": time.time(),
+    }
+    conn.execute(_INSERT, row)  # one statement object: compiled once, not per write
     if conn.dialect.name == "postgresql":
         # Delivered on commit, once per transaction and channel however many changes it holds.
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})

@@ -1,9 +1,10 @@
 """Warm the request's loaders for the fields a query selects on a list of entities.
 
 A resolver that produces many entities at once (``similar``, ``tracks(ids)``...) calls
-``prefetch`` before returning them: the loads their fields will ask for are made now, in one
-round, so that when graphql-core resolves those fields each loader hands back a finished
-future and ``pending`` returns its value at once. The list then completes synchronously,
+``prefetch`` with the loads of the entities themselves, then awaits ``rounds.idle()`` before
+returning them: the loads their fields will ask for are made in the same turn, so in the same
+round, and when graphql-core resolves those fields each loader hands back a finished future
+and ``pending`` returns its value at once. The list then completes synchronously,
 without a coroutine, a task and a future callback per field of every entity, which is most
 of what a 20-item track page costs otherwise. Only a cache is warmed: every field still
 resolves through its loader, with or without this.
@@ -11,14 +12,14 @@ resolves through its loader, with or without this.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from fingerprints.domain import EntityType
 from fingerprints.schema.context import Info
+from fingerprints.schema.loaders import Loader
 
 TYPE_NAMES = {
     EntityType.TRACK: "Track",
@@ -52,25 +53,30 @@ def selected(info: Info, name: str) -> list[Selection] | None:
     return None
 
 
-async def prefetch(
+def prefetch(
     info: Info, entity_type: EntityType, ids: Sequence[str], selections: Iterable[Selection]
 ) -> None:
-    """Load, in one round, what the selected fields of these entities will ask for."""
+    """Ask the loaders now (for this turn's round) for what the selected fields of these
+    entities will ask for; the caller awaits ``info.context.loaders.rounds.idle()``. A failed
+    load stays in its loader's cache and surfaces at the field that asks for it."""
     fields = subfields(selections, TYPE_NAMES[entity_type])
     loaders = info.context.loaders
-    loads: list[Awaitable[Any]] = []
     if "fingerprint" in fields:
         types = fields["fingerprint"].arguments.get("types")
         key_types = tuple(sorted(str(t) for t in types)) if types is not None else None
-        loads.append(loaders.feature_maps.load_many([(entity_type, i, key_types) for i in ids]))
+        for i in ids:
+            loaders.feature_maps.load((entity_type, i, key_types))
     if entity_type is EntityType.TRACK and "artists" in fields:
-        loads.append(loaders.track_credits.load_many(ids))
+        _load_all(loaders.track_credits, ids)
     if entity_type is EntityType.ALBUM:
         if "artists" in fields:
-            loads.append(loaders.album_artists.load_many(ids))
+            _load_all(loaders.album_artists, ids)
         if "tracks" in fields:
-            loads.append(loaders.album_tracks.load_many(ids))
+            _load_all(loaders.album_tracks, ids)
     if entity_type is EntityType.ARTIST and "genres" in fields:
-        loads.append(loaders.genres.load_many(ids))
-    # A failed load stays in its loader's cache and surfaces at the field that asks for it.
-    await asyncio.gather(*loads, return_exceptions=True)
+        _load_all(loaders.genres, ids)
+
+
+def _load_all(loader: Loader[str, Any], ids: Sequence[str]) -> None:
+    for i in ids:
+        loader.load(i)

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import strawberry
-from strawberry.types.nodes import SelectedField
 
 from fingerprints import domain
 from fingerprints.auth import require_admin
@@ -14,7 +13,7 @@ from fingerprints.errors import ValidationError
 from fingerprints.schema import catalog
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
-from fingerprints.schema.prefetch import prefetch
+from fingerprints.schema.prefetch import prefetch, selections
 from fingerprints.schema.types import (
     AggregationJob,
     FeatureType,
@@ -114,12 +113,12 @@ async def fingerprint_stats(info: Info) -> FingerprintStats:
 
 
 async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
-    fields = info.selected_fields
-    if entity_type is not domain.EntityType.PLAYLIST and fields and isinstance(fields[0], SelectedField):
+    fields = selections(info)
+    if entity_type is not domain.EntityType.PLAYLIST and fields:
         # What its fields ask for, in the same round as the entity (not for a playlist: its
         # visibility is known only once it is read).
         catalog.load_entity(info, entity_type, str(id))
-        prefetch(info, entity_type, [str(id)], fields[0].selections)
+        prefetch(info, entity_type, [str(id)], fields)
         await info.context.loaders.rounds.idle()
     return await catalog.require_entity(info, entity_type, str(id))
 
@@ -132,10 +131,10 @@ async def _many(info: Info, entity_type: domain.EntityType, ids: list[strawberry
         # read for a playlist the caller may not see.
         return list(await asyncio.gather(*(catalog.load_entity(info, entity_type, str(i)) for i in ids)))
     loads: list[Any] = [catalog.load_entity(info, entity_type, str(i)) for i in ids]  # loader futures
-    fields = info.selected_fields
-    if fields and isinstance(fields[0], SelectedField):
+    fields = selections(info)
+    if fields:
         # What the entities' fields will ask for, in the same round as the entities themselves.
-        prefetch(info, entity_type, [str(i) for i in ids], fields[0].selections)
+        prefetch(info, entity_type, [str(i) for i in ids], fields)
     await info.context.loaders.rounds.idle()
     return [load.result() for load in loads]  # a failed load raises, as awaiting it would
 

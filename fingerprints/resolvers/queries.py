@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import strawberry
-from strawberry.types.nodes import SelectedField
 
 from fingerprints import domain
 from fingerprints.auth import require_admin
@@ -14,7 +13,7 @@ from fingerprints.errors import ValidationError
 from fingerprints.schema import catalog
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import EntityRefInput, FeatureWeightInput, SimilarBatchInput, SimilarInput
-from fingerprints.schema.prefetch import prefetch
+from fingerprints.schema.prefetch import prefetch, selections
 from fingerprints.schema.types import (
     AggregationJob,
     FeatureType,
@@ -114,33 +113,30 @@ async def fingerprint_stats(info: Info) -> FingerprintStats:
 
 
 async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
-    fields = info.selected_fields
-    if entity_type is not domain.EntityType.PLAYLIST and fields and isinstance(fields[0], SelectedField):
+    fields = selections(info)
+    if entity_type is not domain.EntityType.PLAYLIST and fields:
         # What its fields ask for, in the same round as the entity (not for a playlist: its
         # visibility is known only once it is read).
-        entity, _ = await asyncio.gather(
-            catalog.require_entity(info, entity_type, str(id)),
-            prefetch(info, entity_type, [str(id)], fields[0].selections),
-        )
-        return entity
+        catalog.load_entity(info, entity_type, str(id))
+        prefetch(info, entity_type, [str(id)], fields)
+        await info.context.loaders.rounds.idle()
     return await catalog.require_entity(info, entity_type, str(id))
 
 
 async def _many(info: Info, entity_type: domain.EntityType, ids: list[strawberry.ID]) -> list[Any]:
     if len(ids) > MAX_IDS:
         raise ValidationError(f"at most {MAX_IDS} ids per request", field="ids")
-    # Loader futures for tracks, albums and artists (gathered without a task each); coroutines
-    # only for playlists (a visibility check after the load).
-    loads = [catalog.load_entity(info, entity_type, str(i)) for i in ids]
-    fields = info.selected_fields
-    if entity_type is domain.EntityType.PLAYLIST or not fields or not isinstance(fields[0], SelectedField):
-        return list(await asyncio.gather(*loads))
-    # What the entities' fields will ask for, in the same round as the entities themselves
-    # (playlists above: nothing is read for one the caller may not see).
-    found = await asyncio.gather(
-        *loads, prefetch(info, entity_type, [str(i) for i in ids], fields[0].selections)
-    )
-    return list(found[:-1])
+    if entity_type is domain.EntityType.PLAYLIST:
+        # Coroutines: a visibility check after each load; and no prefetch, so that nothing is
+        # read for a playlist the caller may not see.
+        return list(await asyncio.gather(*(catalog.load_entity(info, entity_type, str(i)) for i in ids)))
+    loads: list[Any] = [catalog.load_entity(info, entity_type, str(i)) for i in ids]  # loader futures
+    fields = selections(info)
+    if fields:
+        # What the entities' fields will ask for, in the same round as the entities themselves.
+        prefetch(info, entity_type, [str(i) for i in ids], fields)
+    await info.context.loaders.rounds.idle()
+    return [load.result() for load in loads]  # a failed load raises, as awaiting it would
 
 
 async def track(info: Info, id: strawberry.ID) -> catalog.Track:

@@ -15,6 +15,7 @@ from fingerprints.resolvers import mutations, queries, subscriptions
 from fingerprints.schema.catalog import Album, Artist, Playlist, Track
 from fingerprints.schema.documents import CachedDocuments, DocumentCache
 from fingerprints.schema.errors import ErrorCodes
+from fingerprints.schema.execution import Executor
 from fingerprints.schema.scalars import SCALARS
 from fingerprints.schema.types import (
     AggregationJob,
@@ -146,5 +147,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        execution_context_class=Executor,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

@@ -87,11 +87,11 @@ async def _prefetch_entities(
 ) -> None:
     """The similar entities and what their selected fields ask for, loaded in one round before
     the items are returned (see schema/prefetch.py)."""
-    await asyncio.gather(
-        *(load_entity(info, entity_type, i) for i in ids),
-        prefetch(info, entity_type, ids, selections),
-        return_exceptions=True,
-    )
+    entities = [load_entity(info, entity_type, i) for i in ids]
+    prefetch(info, entity_type, ids, selections)
+    if entity_type is domain.EntityType.PLAYLIST:  # coroutines: a visibility check after the load
+        await asyncio.gather(*entities, return_exceptions=True)
+    await info.context.loaders.rounds.idle()
 
 
 def fingerprint_field() -> Any:

@@ -1,21 +1,26 @@
-"""Per-request DataLoaders: every entity, membership and feature-map lookup of one GraphQL
-request is batched into one read per kind and level. Built fresh in ``get_context``: a
-module-level loader would share its cache across requests (and users).
+"""Per-request loaders: every entity, membership and feature-map lookup of one GraphQL request
+is batched into one read per kind and level. Built fresh in ``get_context``: a module-level
+loader would share its cache across requests (and users).
 
 The loaders hand out the GraphQL objects themselves (``Track``, ``FeatureMap``...), so a field
-resolver can return a loader's future as it is, without a coroutine of its own. The batches
-due in one event-loop turn are read together as one round (``Rounds``): one read transaction
-per database, on the event loop when small, else in one worker thread."""
+resolver can return a loader's future as it is, without a coroutine of its own. The keys asked
+for in one event-loop turn, by every loader, are read together as one round (``Rounds``): one
+read transaction per database, on the event loop when small, else in one worker thread.
+
+``Loader`` keeps DataLoader's contract (``load``/``load_many``, a per-request cache of futures,
+batch functions that answer in key order) without its machinery per batch: no task, no
+coroutine and no extra future per loader and round, only one future per key, settled directly
+by the round that read it (a track page asks for a few hundred keys; that machinery, paid per
+batch and per key, cost more than the reads themselves).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from strawberry.dataloader import DataLoader
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fingerprints.domain import EntityType
 from fingerprints.service import graph
@@ -26,29 +31,100 @@ if TYPE_CHECKING:
     from fingerprints.schema.catalog import Album, Artist, ArtistCredit, Playlist, Track
     from fingerprints.schema.types import FeatureMap
 
+K = TypeVar("K")
+T = TypeVar("T")
 MapKey = tuple[EntityType, str, tuple[str, ...] | None]  # entity type, id, requested types (None: all)
 
 
+class Loader(Generic[K, T]):
+    """Futures by key, cached for the request; the keys asked for in one turn are read in the
+    request's next round. ``fetch(reads, keys)`` returns key -> raw value (misses left out);
+    ``convert`` turns a raw value into what the loader hands out, ``default`` stands for a miss."""
+
+    def __init__(
+        self, rounds: Rounds, fetch: Fetch, convert: Callable[[Any], T] | None = None, default: Any = None
+    ) -> None:
+        self.rounds = rounds
+        self.fetch = fetch
+        self.convert = convert
+        self.default = default
+        self._cache: dict[K, asyncio.Future[T]] = {}
+        self._due: dict[K, asyncio.Future[T]] = {}  # asked for this turn, not yet in a round
+
+    def load(self, key: K) -> asyncio.Future[T]:
+        future = self._cache.get(key)
+        if future is not None and not future.cancelled():
+            return future
+        future = self.rounds.loop.create_future()
+        self._cache[key] = future
+        if not self._due:
+            self.rounds.due(self)
+        self._due[key] = future
+        return future
+
+    def load_many(self, keys: Iterable[K]) -> Awaitable[list[T]]:
+        return asyncio.gather(*map(self.load, keys))
+
+    def take(self) -> dict[K, asyncio.Future[T]]:
+        """The keys due, handed to a round (and no longer due)."""
+        due, self._due = self._due, {}
+        return due
+
+    def settle(self, due: Mapping[K, asyncio.Future[T]], found: Any) -> None:
+        """Set the futures of a round's keys from ``found`` (key -> raw value, or the exception
+        the batch raised: then every key of the batch fails with it)."""
+        if isinstance(found, BaseException):
+            for future in due.values():
+                if not future.done():
+                    future.set_exception(found)
+                    # Retrieved here, so that a key nobody ends up asking for (an entity that
+                    # is not visible, say) is not reported as a lost exception; a field that
+                    # asks for it still gets it.
+                    future.exception()
+            return
+        convert, default = self.convert, self.default
+        for key, future in due.items():
+            if future.done():
+                continue
+            if key in found:
+                future.set_result(convert(found[key]) if convert is not None else found[key])
+            else:
+                future.set_result(default)
+
+
 class Rounds:
-    """Collects the loader batches that fall due in one event-loop turn and reads them together
-    (``graph.run_round``): inline when ``graph.inline`` says so, else in one worker thread."""
+    """Collects the keys the request's loaders are asked for in one event-loop turn and reads
+    them together (``graph.run_round``): inline when ``graph.inline`` says so, else in one
+    worker thread. ``idle()`` waits until every key asked for so far is settled."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self._jobs: list[tuple[Fetch, Sequence[Any]]] = []
-        self._futures: list[asyncio.Future[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due: list[Loader[Any, Any]] = []
         self._threads: set[asyncio.Future[list[Any]]] = set()  # rounds in flight in a worker
+        self._idle: list[asyncio.Future[None]] = []
         self._versions: dict[str, int] | None = None
         self._versions_lock = threading.Lock()
 
-    def read(self, fetch: Fetch, keys: Sequence[Any]) -> asyncio.Future[Any]:
-        """``fetch(reads, keys)``'s result, read with the other batches of this turn."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._jobs:
-            loop.call_soon(self._flush)
-        self._jobs.append((fetch, keys))
-        self._futures.append(future)
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def due(self, loader: Loader[Any, Any]) -> None:
+        """``loader`` has keys to read: in the round at the end of this turn."""
+        if not self._due:
+            self.loop.call_soon(self._flush)
+        self._due.append(loader)
+
+    def idle(self) -> Awaitable[None]:
+        """Done once no key is due or being read (a failed read fails its keys, not this)."""
+        future: asyncio.Future[None] = self.loop.create_future()
+        if self._due or self._threads:
+            self._idle.append(future)
+        else:
+            future.set_result(None)
         return future
 
     def versions(self, reads: Reads) -> dict[str, int]:
@@ -59,14 +135,15 @@ class Rounds:
             return self._versions
 
     def _flush(self) -> None:
-        jobs, futures = self._jobs, self._futures
-        self._jobs, self._futures = [], []
+        loaders, self._due = self._due, []
+        batches = [(loader, loader.take()) for loader in loaders]
+        jobs = [(loader.fetch, list(due)) for loader, due in batches]
         if graph.inline(self.svc, sum(len(keys) for _, keys in jobs)):
             try:
                 results = graph.run_round(self.svc, jobs)
             except Exception as exc:  # noqa: BLE001 - e.g. the database is gone: every load fails
-                results = [exc] * len(futures)
-            _settle(futures, results)
+                results = [exc] * len(jobs)
+            self._settle(batches, results)
             return
         thread = asyncio.ensure_future(call(graph.run_round, self.svc, jobs))
         self._threads.add(thread)
@@ -74,35 +151,27 @@ class Rounds:
         def done(finished: asyncio.Future[list[Any]]) -> None:
             self._threads.discard(finished)
             if finished.cancelled():
-                for future in futures:
-                    future.cancel()
+                for _, due in batches:
+                    for future in due.values():
+                        future.cancel()
+                self._wake()
                 return
             exc = finished.exception()
-            _settle(futures, [exc] * len(futures) if exc is not None else finished.result())
+            self._settle(batches, [exc] * len(batches) if exc is not None else finished.result())
 
         thread.add_done_callback(done)
 
+    def _settle(self, batches: Sequence[tuple[Loader[Any, Any], Any]], results: Sequence[Any]) -> None:
+        for (loader, due), found in zip(batches, results, strict=True):
+            loader.settle(due, found)
+        self._wake()
 
-def _settle(futures: Sequence[asyncio.Future[Any]], results: Sequence[Any]) -> None:
-    for future, result in zip(futures, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-
-def _loader(
-    rounds: Rounds, fetch: Fetch, convert: Callable[[Any], Any] | None = None, default: Any = None
-) -> DataLoader[Any, Any]:
-    async def load(keys: list[Any]) -> list[Any]:
-        found: Mapping[Any, Any] = await rounds.read(fetch, keys)
-        if convert is None:
-            return [found.get(k, default) for k in keys]
-        return [convert(found[k]) if k in found else default for k in keys]
-
-    return DataLoader(load_fn=load)
+    def _wake(self) -> None:
+        if self._idle and not self._due and not self._threads:
+            waiters, self._idle = self._idle, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
 
 
 def _members(of: Fetch, records: Fetch) -> Fetch:
@@ -136,16 +205,16 @@ def _maps_fetch(rounds: Rounds) -> Fetch:
 @dataclass
 class Loaders:
     rounds: Rounds
-    track: DataLoader[str, Track | None]
-    album: DataLoader[str, Album | None]
-    artist: DataLoader[str, Artist | None]
-    playlist: DataLoader[str, Playlist | None]
-    track_credits: DataLoader[str, list[ArtistCredit]]
-    album_artists: DataLoader[str, list[Artist]]
-    album_tracks: DataLoader[str, list[Track]]
-    genres: DataLoader[str, list[str]]
-    playlist_tracks: DataLoader[str, list[Track]]
-    feature_maps: DataLoader[MapKey, list[FeatureMap]]
+    track: Loader[str, Track | None]
+    album: Loader[str, Album | None]
+    artist: Loader[str, Artist | None]
+    playlist: Loader[str, Playlist | None]
+    track_credits: Loader[str, list[ArtistCredit]]
+    album_artists: Loader[str, list[Artist]]
+    album_tracks: Loader[str, list[Track]]
+    genres: Loader[str, list[str]]
+    playlist_tracks: Loader[str, list[Track]]
+    feature_maps: Loader[MapKey, list[FeatureMap]]
 
 
 def make_loaders(svc: Services) -> Loaders:
@@ -166,16 +235,16 @@ def make_loaders(svc: Services) -> Loaders:
     rounds = Rounds(svc)
     return Loaders(
         rounds=rounds,
-        track=_loader(rounds, graph.tracks, Track.of),
-        album=_loader(rounds, graph.albums, Album.of),
-        artist=_loader(rounds, graph.artists, Artist.of),
-        playlist=_loader(rounds, graph.playlists, Playlist.of),
-        track_credits=_loader(rounds, graph.track_credits, credits, []),
-        album_artists=_loader(
+        track=Loader(rounds, graph.tracks, Track.of),
+        album=Loader(rounds, graph.albums, Album.of),
+        artist=Loader(rounds, graph.artists, Artist.of),
+        playlist=Loader(rounds, graph.playlists, Playlist.of),
+        track_credits=Loader(rounds, graph.track_credits, credits, []),
+        album_artists=Loader(
             rounds, _members(graph.album_artists, graph.artists), lambda rs: [Artist.of(r) for r in rs], []
         ),
-        album_tracks=_loader(rounds, _members(graph.album_tracks, graph.tracks), tracks, []),
-        genres=_loader(rounds, graph.genres, None, []),
-        playlist_tracks=_loader(rounds, _members(graph.playlist_tracks, graph.tracks), tracks, []),
-        feature_maps=_loader(rounds, _maps_fetch(rounds), maps, []),
+        album_tracks=Loader(rounds, _members(graph.album_tracks, graph.tracks), tracks, []),
+        genres=Loader(rounds, graph.genres, None, []),
+        playlist_tracks=Loader(rounds, _members(graph.playlist_tracks, graph.tracks), tracks, []),
+        feature_maps=Loader(rounds, _maps_fetch(rounds), maps, []),
     )

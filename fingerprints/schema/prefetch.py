@@ -1,9 +1,10 @@
 """Warm the request's loaders for the fields a query selects on a list of entities.
 
 A resolver that produces many entities at once (``similar``, ``tracks(ids)``...) calls
-``prefetch`` before returning them: the loads their fields will ask for are made now, in one
-round, so that when graphql-core resolves those fields each loader hands back a finished
-future and ``pending`` returns its value at once. The list then completes synchronously,
+``prefetch`` with the loads of the entities themselves, then awaits ``rounds.idle()`` before
+returning them: the loads their fields will ask for are made in the same turn, so in the same
+round, and when graphql-core resolves those fields each loader hands back a finished future
+and ``pending`` returns its value at once. The list then completes synchronously,
 without a coroutine, a task and a future callback per field of every entity, which is most
 of what a 20-item track page costs otherwise. Only a cache is warmed: every field still
 resolves through its loader, with or without this.
@@ -11,14 +12,15 @@ resolves through its loader, with or without this.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionNode
+from strawberry.types.nodes import convert_arguments
 
 from fingerprints.domain import EntityType
 from fingerprints.schema.context import Info
+from fingerprints.schema.loaders import Loader
 
 TYPE_NAMES = {
     EntityType.TRACK: "Track",
@@ -28,49 +30,74 @@ TYPE_NAMES = {
 }
 
 
-def subfields(selections: Iterable[Selection], type_name: str) -> dict[str, SelectedField]:
-    """The fields selected on an object of ``type_name``, fragments included, by name."""
-    out: dict[str, SelectedField] = {}
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            out.setdefault(selection.name, selection)
-        elif isinstance(selection, (InlineFragment, FragmentSpread)):
-            if selection.type_condition in (None, type_name):
-                for name, field in subfields(selection.selections, type_name).items():
-                    out.setdefault(name, field)
+def selections(info: Info) -> Sequence[SelectionNode]:
+    """The selections under the current field, as graphql-core parsed them.
+
+    Read from the document itself: Strawberry's ``info.selected_fields`` converts the whole
+    subtree below the field (every argument and directive of every level) on each call, which
+    for a track page costs more than the loads it lets us start early."""
+    out: list[SelectionNode] = []
+    for node in info._raw_info.field_nodes:
+        if node.selection_set is not None:
+            out.extend(node.selection_set.selections)
     return out
 
 
-def selected(info: Info, name: str) -> list[Selection] | None:
+def subfields(info: Info, selected: Iterable[SelectionNode], type_name: str) -> dict[str, FieldNode]:
+    """The fields selected on an object of ``type_name``, fragments included, by name."""
+    out: dict[str, FieldNode] = {}
+    for selection in selected:
+        if isinstance(selection, FieldNode):
+            out.setdefault(selection.name.value, selection)
+            continue
+        if isinstance(selection, InlineFragmentNode):
+            fragment: InlineFragmentNode | FragmentDefinitionNode | None = selection
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = info._raw_info.fragments.get(selection.name.value)
+        else:
+            fragment = None
+        if fragment is None:
+            continue
+        condition = fragment.type_condition.name.value if fragment.type_condition is not None else None
+        if condition in (None, type_name):
+            for name, field in subfields(info, fragment.selection_set.selections, type_name).items():
+                out.setdefault(name, field)
+    return out
+
+
+def selected(info: Info, name: str) -> Sequence[SelectionNode] | None:
     """What is selected under the field ``name`` of the current field's value; None if the
     field is not selected."""
-    for field in info.selected_fields:
-        if isinstance(field, SelectedField):
-            for selection in field.selections:
-                if isinstance(selection, SelectedField) and selection.name == name:
-                    return selection.selections
+    for selection in selections(info):
+        if isinstance(selection, FieldNode) and selection.name.value == name:
+            return selection.selection_set.selections if selection.selection_set is not None else ()
     return None
 
 
-async def prefetch(
-    info: Info, entity_type: EntityType, ids: Sequence[str], selections: Iterable[Selection]
+def prefetch(
+    info: Info, entity_type: EntityType, ids: Sequence[str], selected: Iterable[SelectionNode]
 ) -> None:
-    """Load, in one round, what the selected fields of these entities will ask for."""
-    fields = subfields(selections, TYPE_NAMES[entity_type])
+    """Ask the loaders now (for this turn's round) for what the selected fields of these
+    entities will ask for; the caller awaits ``info.context.loaders.rounds.idle()``. A failed
+    load stays in its loader's cache and surfaces at the field that asks for it."""
+    fields = subfields(info, selected, TYPE_NAMES[entity_type])
     loaders = info.context.loaders
-    loads: list[Awaitable[Any]] = []
     if "fingerprint" in fields:
-        types = fields["fingerprint"].arguments.get("types")
+        types = convert_arguments(info._raw_info, fields["fingerprint"].arguments).get("types")
         key_types = tuple(sorted(str(t) for t in types)) if types is not None else None
-        loads.append(loaders.feature_maps.load_many([(entity_type, i, key_types) for i in ids]))
+        for i in ids:
+            loaders.feature_maps.load((entity_type, i, key_types))
     if entity_type is EntityType.TRACK and "artists" in fields:
-        loads.append(loaders.track_credits.load_many(ids))
+        _load_all(loaders.track_credits, ids)
     if entity_type is EntityType.ALBUM:
         if "artists" in fields:
-            loads.append(loaders.album_artists.load_many(ids))
+            _load_all(loaders.album_artists, ids)
         if "tracks" in fields:
-            loads.append(loaders.album_tracks.load_many(ids))
+            _load_all(loaders.album_tracks, ids)
     if entity_type is EntityType.ARTIST and "genres" in fields:
-        loads.append(loaders.genres.load_many(ids))
-    # A failed load stays in its loader's cache and surfaces at the field that asks for it.
-    await asyncio.gather(*loads, return_exceptions=True)
+        _load_all(loaders.genres, ids)
+
+
+def _load_all(loader: Loader[str, Any], ids: Sequence[str]) -> None:
+    for i in ids:
+        loader.load(i)

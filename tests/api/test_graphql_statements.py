@@ -419,3 +419,42 @@ async def test_concurrent_requests_do_not_share_loaders(
     both_in_flight = threading.Barrier(1)
     await tagged(env, "again", query, {"ids": a})
     assert fetched == [("again", a)]
+
+
+# The same page through a named fragment, with the fingerprint's types as a variable: the
+# prefetch reads the document's fragments and variables, so the reads are the same.
+TRACK_PAGE_FRAGMENTS = """
+query TrackPage($id: ID!, $limit: Int!, $types: [ID!]) {
+  track(id: $id) {
+    ...Details
+    album { id name albumType label releaseDate artists { name } tracks { id } }
+    artists { role artist { id name genres popularity } }
+    fingerprint(types: $types) { featureType version vector computedAt metadata outdated }
+    similar(featureType: "audio", limit: $limit) {
+      entityType entityId score
+      entity { __typename ...SimilarTrack }
+    }
+  }
+}
+fragment Details on Track { id name durationMs popularity explicit trackNumber discNumber language }
+fragment SimilarTrack on Track { id name album { id name } artists { artist { id name } } }
+"""
+
+
+async def test_track_page_with_named_fragments_reads_the_same(env: Env, counting: StatementLog) -> None:
+    await tagged(env, "warm-up", TRACK_PAGE, {"id": ROOT, "limit": 5})
+    inline = await tagged(env, "inline", TRACK_PAGE, {"id": ROOT, "limit": 20})
+    named = await tagged(env, "named", TRACK_PAGE_FRAGMENTS, {"id": ROOT, "limit": 20, "types": ["audio"]})
+    for s in inline["track"]["similar"]:
+        del s["entity"]["__typename"]
+    for s in named["track"]["similar"]:
+        del s["entity"]["__typename"]
+    assert named == inline
+    check_track_page_reads(counting.kinds("named"), "named")
+    assert counting.kinds("named") == counting.kinds("inline")
+    # the similar tracks' credits come in the round of the tracks (prefetched through the
+    # fragment): no more transactions than the inline page
+    named_begins = counting.kinds("named", with_begin=True)["begin"]
+    assert named_begins <= counting.kinds("inline", with_begin=True)["begin"], counting.kinds(
+        "named", with_begin=True
+    )

@@ -1,0 +1,121 @@
+"""The executor's short path for plain leaf fields (schema/execution.py) answers exactly as
+graphql-core's general path: same data, same errors (message, path), same hooks."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import strawberry
+from strawberry.extensions import SchemaExtension
+
+from fingerprints.schema.execution import Executor, plain_leaf
+
+
+@strawberry.enum
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@strawberry.type
+class Item:
+    id: strawberry.ID
+    name: str
+    score: float
+    color: Color
+    note: str | None
+    count: int  # set to a bad value on purpose below
+
+    @strawberry.field
+    def shout(self, suffix: str = "!") -> str:
+        return self.name.upper() + suffix
+
+
+def _items() -> list[Item]:
+    return [
+        Item(id=strawberry.ID("a"), name="one", score=0.5, color=Color.RED, note=None, count=1),
+        # a null where the schema says non-null, and a value the Int scalar refuses
+        Item(id=strawberry.ID("b"), name=None, score=1.5, color=Color.BLUE, note="x", count="many"),  # type: ignore[arg-type]
+    ]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self) -> list[Item | None]:
+        return list(_items())
+
+    @strawberry.field
+    async def later(self) -> Item:
+        return _items()[0]
+
+
+QUERY = """
+{
+  items { id name score color note count shout alias: shout(suffix: "?") __typename }
+  later { id name color }
+}
+"""
+
+
+def schema(**kwargs: Any) -> strawberry.Schema:
+    return strawberry.Schema(query=Query, **kwargs)
+
+
+def _errors(result: Any) -> list[tuple[str, list[Any]]]:
+    return sorted((e.message, e.path) for e in result.errors or [])
+
+
+async def test_same_data_and_errors_as_the_general_path() -> None:
+    short = await schema(execution_context_class=Executor).execute(QUERY)
+    general = await schema().execute(QUERY)
+    assert short.data == general.data
+    assert _errors(short) == _errors(general)
+    # the second item failed as a whole (null for a non-null name), the first one is complete
+    assert short.data is not None
+    assert short.data["items"][0] == {
+        "id": "a",
+        "name": "one",
+        "score": 0.5,
+        "color": "RED",
+        "note": None,
+        "count": 1,
+        "shout": "ONE!",
+        "alias": "ONE?",
+        "__typename": "Item",
+    }
+    assert short.data["items"][1] is None
+    assert short.data["later"] == {"id": "a", "name": "one", "color": "RED"}
+    messages = [m for m, _ in _errors(short)]
+    assert "Cannot return null for non-nullable field Item.name." in messages
+
+
+def test_only_plain_leaf_fields_take_the_short_path() -> None:
+    graphql_schema = schema()._schema
+    item = graphql_schema.type_map["Item"]
+    query = graphql_schema.query_type
+    assert query is not None
+    fields = item.fields  # type: ignore[attr-defined]
+    assert all(plain_leaf(fields[name]) is not None for name in ("id", "name", "score", "color", "note"))
+    assert plain_leaf(fields["shout"]) is None  # a resolver (and an argument)
+    assert plain_leaf(query.fields["items"]) is None  # a list of objects
+    name_plan = plain_leaf(fields["name"])
+    assert name_plan is not None and name_plan[0] == "name" and name_plan[3] is True
+    note_plan = plain_leaf(fields["note"])
+    assert note_plan is not None and note_plan[3] is False
+
+
+async def test_an_extension_that_hooks_resolution_sees_every_field() -> None:
+    seen: list[str] = []
+
+    class Recorder(SchemaExtension):
+        def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(info.field_name)
+            return _next(root, info, *args, **kwargs)
+
+    result = await schema(execution_context_class=Executor, extensions=[Recorder]).execute(
+        "{ later { id name } }"
+    )
+    assert result.errors is None
+    assert seen == ["later", "id", "name"]

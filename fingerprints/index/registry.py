@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,8 +36,9 @@ DRAIN_STEP = 512  # fresh vectors moved into the graph per write-locked step
 WORKER_NICENESS = 10
 
 
-@dataclass(frozen=True, slots=True)
-class IndexKey:
+class IndexKey(NamedTuple):
+    """A tuple, not a dataclass: every search builds one and looks it up (hash and equality in C)."""
+
     feature_type_id: str
     entity_type: EntityType
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,11 @@ async def test_hnsw_build_fresh_tier_and_recall(settings_for: SettingsFor, tmp_p
         await ingest(client, "other", "track", other)
         r = await client.post(SIMILAR, json={"feature_type": "other", "query": {"vector": [1.0] * DIM}})
         assert r.status_code == 200, r.text
-        assert (await key_status(client, "other/track") or {}).get("building"), await readyz(client)
+        # its build starts once the key's writes have paused (FINGERPRINTS_HNSW_BUILD_QUIET_SECONDS)
+        deadline = time.monotonic() + 30
+        while not (await key_status(client, "other/track") or {}).get("building"):
+            assert time.monotonic() < deadline, await readyz(client)
+            await asyncio.sleep(0.05)
         batch = make_vectors(rng, range(1520, 1620), centers, noise=0.3)
         await ingest(client, "audio", "track", batch)
         vectors.update(batch)

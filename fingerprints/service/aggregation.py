@@ -9,6 +9,7 @@ real. Re-running a job gives the same aggregates, which makes crash recovery a s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -25,6 +26,7 @@ from fingerprints.aggregation.members import positions
 from fingerprints.aggregation.methods import aggregate
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
+from fingerprints.index.registry import IndexKey
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, cached_feature_type, now
 from fingerprints.service.inputs import as_bool, as_id, as_list
@@ -444,6 +446,10 @@ def _gather(
 ) -> _Members:
     """Memberships and member vectors of the owners: one scan of everything, or the members of
     these owners only. Albums and artists are joined to their tracks by integer rowids."""
+    if entity_type is not EntityType.PLAYLIST:
+        from_index = _gather_from_index(svc, feature_type, entity_type, owner_ids, scan=scan)
+        if from_index is not None:
+            return from_index
     main_only = svc.settings.aggregation_main_artists_only
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
     type_id, dimension = feature_type.id, feature_type.dimension
@@ -485,11 +491,7 @@ def _gather(
             weighted = (
                 agg_store.track_weights(conn, column=column, track_ids=wanted) if column is not None else None
             )
-        # Owner rowid -> position in owner_ids (-1: an owner this step does not cover).
-        known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
-        target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
-        # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
-        owners = np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
+        owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
     rows = positions(keys, members)
     keep = (owners >= 0) & (rows >= 0)  # members of other owners, or without this feature
     owners, rows = owners[keep], rows[keep]
@@ -498,6 +500,73 @@ def _gather(
         weight_rowids, weight_values = weighted
         weights = weight_values[positions(weight_rowids, keys)][rows].astype(np.float64)
     return _Members(owners, rows, matrix, versions, weights)
+
+
+def _gather_from_index(
+    svc: Services, feature_type: FeatureType, entity_type: EntityType, owner_ids: list[str], *, scan: bool
+) -> _Members | None:
+    """``_gather`` with the member vectors taken from the similarity index, which holds every
+    track vector of the type in memory: SQL then reads memberships and track ids, no BLOBs.
+    None (read them from SQL instead) unless the index provably equals the database.
+
+    The caller holds catalog.db's write turn, and this process's writes reach the index before
+    they give up that turn, so only another process's writes can be missing: those are in the
+    change log, and the index has applied every one up to the feed's position. Looking for one
+    after it *after* reading means nothing read here predates a write the index lacks. Vectors
+    are as the index stores them: unit length under cosine, which ``aggregate`` normalises
+    again (a float32 rounding away from the SQL path); raw and bit for bit otherwise.
+    """
+    index = svc.index.get(IndexKey(feature_type.id, EntityType.TRACK))
+    catalog = svc.dbs.catalog
+    if (
+        index is None
+        or svc.feed is None  # no feed: other processes' writes would go unnoticed
+        or catalog.name not in svc.feed.positions
+        or index.dimension != feature_type.dimension
+        or index.distance is not feature_type.distance
+    ):
+        return None
+    position = svc.feed.positions[catalog.name]
+    column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
+    with catalog.read() as conn:
+        rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+        owner_rowids, track_ids, weighted = agg_store.member_track_keys(
+            conn,
+            entity_type=entity_type,
+            owner_ids=None if scan else owner_ids,
+            main_only=svc.settings.aggregation_main_artists_only,
+            weight=column,
+        )
+        low, high = agg_store.version_bounds(conn, type_id=feature_type.id)
+        older = (
+            agg_store.track_versions_below(conn, type_id=feature_type.id, below=high)
+            if high is not None and low != high
+            else {}
+        )
+    rows, matrix = index.gather(track_ids)
+    with catalog.read() as conn:
+        if agg_store.foreign_changes_after(conn, seq=position, origin=catalog.origin):
+            log.info("aggregation of %s/%s: index behind other writers, reading SQL", feature_type.id,
+                     entity_type.value)  # fmt: skip
+            return None
+    # Every map of the type has a version <= high: a track map not among the older ones has it.
+    versions = np.full(len(matrix), high if high is not None else 0, dtype=np.int64)
+    if older:
+        found = rows >= 0
+        member_versions = np.fromiter(map(older.get, track_ids, itertools.repeat(high)), np.int64, len(rows))
+        versions[rows[found]] = member_versions[found]
+    owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
+    keep = (owners >= 0) & (rows >= 0)
+    weights = weighted[keep].astype(np.float64) if weighted is not None else None
+    return _Members(owners[keep], rows[keep], matrix, versions, weights)
+
+
+def _owner_positions(owner_ids: list[str], rowid_of: dict[str, int], owner_rowids: np.ndarray) -> np.ndarray:
+    """Position in ``owner_ids`` of each membership's owner rowid; -1: an owner not covered."""
+    known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
+    target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
+    # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
+    return np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
 
 
 def _write(

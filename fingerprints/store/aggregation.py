@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from fingerprints.store.tables import (
     track_artists,
     tracks,
     user_playlist_tracks,
+)
+from fingerprints.store.tables import (
+    changes as changes_log,
 )
 
 MAIN_ROLE = 0
@@ -153,6 +157,69 @@ def member_rowids(
     rows = dialect.cached_rows(conn, ("member_rowids", entity_type, main_only, filtered), build, params)
     owners, members = _int_columns(rows, 2)
     return owners, members
+
+
+def member_track_keys(
+    conn: Connection,
+    *,
+    entity_type: EntityType,
+    owner_ids: Sequence[str] | None,
+    main_only: bool = False,
+    weight: str | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """(owner rowid, track id) of every membership of some albums or artists (None: of all),
+    with the track's ``weight`` column (``duration_ms`` / ``popularity``) if asked: no vectors,
+    for a reader that takes them from the similarity index."""
+    filtered = owner_ids is not None
+
+    def build() -> Any:
+        extra = [tracks.c[weight]] if weight is not None else []
+        if entity_type is EntityType.ALBUM:
+            stmt: Any = select(tracks.c.album_rowid, tracks.c.id, *extra)
+        else:
+            stmt = select(track_artists.c.artist_rowid, tracks.c.id, *extra).select_from(
+                track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid)
+            )
+            if main_only:
+                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        if filtered:
+            stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
+        return stmt
+
+    params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
+    key = ("member_track_keys", entity_type, main_only, filtered, weight)
+    rows = dialect.cached_rows(conn, key, build, params)
+    if not rows:
+        return np.empty(0, np.int64), [], None if weight is None else np.empty(0, np.int64)
+    # itemgetter maps, not zip(*rows): that builds a call with a million arguments, ten times slower.
+    owners = np.fromiter(map(itemgetter(0), rows), np.int64, len(rows))
+    weights = np.fromiter(map(itemgetter(2), rows), np.int64, len(rows)) if weight is not None else None
+    return owners, list(map(itemgetter(1), rows)), weights
+
+
+def version_bounds(conn: Connection, *, type_id: str) -> tuple[int | None, int | None]:
+    """Smallest and largest version among all maps of a feature type: two probes of
+    ``idx_feature_maps_version`` (a lone ``min``/``max`` is answered from the index's ends)."""
+    fm = feature_maps.c
+    low = select(func.min(fm.version)).where(fm.feature_type_id == type_id).scalar_subquery()
+    high = select(func.max(fm.version)).where(fm.feature_type_id == type_id).scalar_subquery()
+    row = conn.execute(select(low, high)).one()
+    return row[0], row[1]
+
+
+def track_versions_below(conn: Connection, *, type_id: str, below: int) -> dict[str, int]:
+    """Track id -> version of the track maps of a type older than ``below``."""
+    fm = feature_maps.c
+    stmt = select(fm.entity_id, fm.version).where(
+        fm.feature_type_id == type_id, fm.version < below, fm.entity_type == EntityType.TRACK.value
+    )
+    return dict(dialect.raw_rows(conn, stmt))  # type: ignore[arg-type]
+
+
+def foreign_changes_after(conn: Connection, *, seq: int, origin: str) -> bool:
+    """Whether the change log holds a write of another process after ``seq``."""
+    stmt = select(changes_log.c.seq).where(changes_log.c.seq > seq, changes_log.c.origin != origin).limit(1)
+    return conn.execute(stmt).first() is not None
 
 
 def owner_rowids(conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str]) -> dict[str, int]:

@@ -177,37 +177,39 @@ def mark_playlist_changed(svc: Services, user_conn: Any, *, playlist_id: str) ->
 # ------------------------------------------------------------------ jobs
 
 
-def _plan(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType, list[str]]]:
-    """What a job recomputes: per (type, entity type), the stale aggregates or, forced, all."""
+def _parts(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType]]:
+    """The (feature type, entity type) pairs a job covers."""
     with svc.dbs.catalog.read() as conn:
         types = aggregating_types(conn)
     if job.feature_type_id is not None:
         types = [ft for ft in types if ft.id == job.feature_type_id]
+    return [(ft, e) for ft in types for e in job.entity_types if ft.applies(e)]
+
+
+def _plan(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType, list[str]]]:
+    """What a job recomputes: per (type, entity type), the stale aggregates or, forced, all."""
     main_only = svc.settings.aggregation_main_artists_only
     plan = []
-    for feature_type in types:
-        for entity_type in job.entity_types:
-            if not feature_type.applies(entity_type):
-                continue
-            with svc.dbs.for_entity(entity_type).read() as conn:
-                if job.force:
-                    targets = set(
-                        agg_store.owners_with_members(conn, entity_type=entity_type, main_only=main_only)
-                    )
-                    targets.update(
-                        agg_store.owners_with_aggregates(
-                            conn, entity_type=entity_type, type_id=feature_type.id
-                        )
-                    )
-                    targets.update(
-                        agg_store.stale_ids(conn, type_id=feature_type.id, entity_type=entity_type)
-                    )
-                    ids = sorted(targets)
-                else:
-                    ids = agg_store.stale_ids(conn, type_id=feature_type.id, entity_type=entity_type)
-            if ids:
-                plan.append((feature_type, entity_type, ids))
+    for feature_type, entity_type in _parts(svc, job):
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            ids = agg_store.targets(
+                conn, entity_type=entity_type, type_id=feature_type.id, force=job.force, main_only=main_only
+            )
+        if ids:
+            plan.append((feature_type, entity_type, ids))
     return plan
+
+
+def _estimate(svc: Services, job: Job) -> int:
+    """How many aggregates ``_plan`` would give now (counted in SQL: a queued job's total)."""
+    main_only = svc.settings.aggregation_main_artists_only
+    total = 0
+    for feature_type, entity_type in _parts(svc, job):
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            total += agg_store.count_targets(
+                conn, entity_type=entity_type, type_id=feature_type.id, force=job.force, main_only=main_only
+            )
+    return total
 
 
 def trigger_aggregation(
@@ -254,7 +256,7 @@ def trigger_aggregation(
         started_at=None,
         finished_at=None,
     )
-    job.total = sum(len(ids) for _, _, ids in _plan(svc, job))
+    job.total = _estimate(svc, job)
     with svc.dbs.catalog.write() as conn:
         agg_store.insert_job(
             conn,

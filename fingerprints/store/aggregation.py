@@ -7,7 +7,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, union, update
 from sqlalchemy.engine import Connection
 
 from fingerprints.domain import VECTOR_DTYPE, EntityType, decode_vectors
@@ -108,30 +108,60 @@ def memberships(
     return rows
 
 
-def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
-    """Every album / artist / playlist that has at least one track."""
+def _members_stmt(entity_type: EntityType, main_only: bool) -> Any:
     if entity_type is EntityType.ALBUM:
-        stmt: Any = select(albums.c.id).where(albums.c.rowid.in_(select(tracks.c.album_rowid).distinct()))
-    elif entity_type is EntityType.ARTIST:
+        return select(albums.c.id).where(albums.c.rowid.in_(select(tracks.c.album_rowid).distinct()))
+    if entity_type is EntityType.ARTIST:
         linked = select(track_artists.c.artist_rowid)
         if main_only:
             linked = linked.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-        stmt = select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
-    else:
-        stmt = select(user_playlist_tracks.c.playlist_id).distinct()
-    return sorted(row[0] for row in dialect.raw_rows(conn, stmt))
+        return select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
+    return select(user_playlist_tracks.c.playlist_id).distinct()
 
 
-def owners_with_aggregates(conn: Connection, *, entity_type: EntityType, type_id: str) -> list[str]:
+def _aggregates_stmt(entity_type: EntityType, type_id: str) -> Any:
     if entity_type is EntityType.PLAYLIST:
         t = playlist_feature_maps
-        stmt: Any = select(t.c.playlist_id).where(t.c.feature_type_id == type_id)
-    else:
-        t = feature_maps
-        stmt = select(t.c.entity_id).where(
-            t.c.feature_type_id == type_id, t.c.entity_type == entity_type.value
-        )
-    return [row[0] for row in dialect.raw_rows(conn, stmt)]
+        return select(t.c.playlist_id).where(t.c.feature_type_id == type_id)
+    t = feature_maps
+    return select(t.c.entity_id).where(t.c.feature_type_id == type_id, t.c.entity_type == entity_type.value)
+
+
+def _stale_stmt(entity_type: EntityType, type_id: str) -> Any:
+    return select(stale.c.entity_id).where(
+        stale.c.feature_type_id == type_id, stale.c.entity_type == entity_type.value
+    )
+
+
+def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
+    """Every album / artist / playlist that has at least one track."""
+    return sorted(row[0] for row in dialect.raw_rows(conn, _members_stmt(entity_type, main_only)))
+
+
+def _targets(entity_type: EntityType, type_id: str, force: bool, main_only: bool) -> Any:
+    if not force:
+        return _stale_stmt(entity_type, type_id)
+    return union(
+        _members_stmt(entity_type, main_only),
+        _aggregates_stmt(entity_type, type_id),
+        _stale_stmt(entity_type, type_id),
+    )
+
+
+def targets(
+    conn: Connection, *, entity_type: EntityType, type_id: str, force: bool, main_only: bool = False
+) -> list[str]:
+    """What a job recomputes of one (feature type, entity type), sorted: the stale aggregates,
+    or (``force``) also every owner with members and every existing aggregate, in one statement."""
+    return sorted(row[0] for row in dialect.raw_rows(conn, _targets(entity_type, type_id, force, main_only)))
+
+
+def count_targets(
+    conn: Connection, *, entity_type: EntityType, type_id: str, force: bool, main_only: bool = False
+) -> int:
+    """How many ``targets`` there are, counted by the database (no ids travel)."""
+    counted = select(func.count()).select_from(_targets(entity_type, type_id, force, main_only).subquery())
+    return int(conn.execute(counted).scalar_one())
 
 
 def member_rowids(

@@ -43,6 +43,9 @@ CHUNK_OWNERS = 2000
 # From this many targets a job reads every member and vector in one scan (about 10x faster
 # than key lookups at 1M tracks) and holds the writer's turn for the whole pass.
 SCAN_MIN_TARGETS = 20_000
+# Most member vectors in an HNSW graph: hnswlib copies one out in ~10 us, slower than reading
+# its BLOB from SQL (1.5 us), so beyond this many the job reads them from SQL.
+GRAPH_GATHER_MAX = 20_000
 WEIGHT_COLUMN = {
     AggregationMethod.WEIGHTED_BY_DURATION: "duration_ms",
     AggregationMethod.WEIGHTED_BY_POPULARITY: "popularity",
@@ -545,7 +548,10 @@ def _gather_from_index(
             if high is not None and low != high
             else {}
         )
-    rows, matrix = index.gather(track_ids)
+    gathered = index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX)
+    if gathered is None:
+        return None
+    rows, matrix = gathered
     with catalog.read() as conn:
         if agg_store.foreign_changes_after(conn, seq=position, origin=catalog.origin):
             log.info("aggregation of %s/%s: index behind other writers, reading SQL", feature_type.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,9 +101,9 @@ def _spy_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     calls = {"index": 0, "sql": 0}
     gather, track_maps = KeyIndex.gather, aggregation.agg_store.track_maps
 
-    def counted_gather(self: KeyIndex, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def counted_gather(self: KeyIndex, ids: list[str], **kwargs: Any) -> tuple[np.ndarray, np.ndarray] | None:
         calls["index"] += 1
-        return gather(self, ids)
+        return gather(self, ids, **kwargs)
 
     def counted_track_maps(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         calls["sql"] += 1
@@ -153,7 +154,9 @@ def test_averages_from_the_index_equal_numpy(services: Services, monkeypatch: py
     data = _catalog(services, Distance.EUCLIDEAN, AggregationMethod.AVERAGE)
     index = _load_index(services)
     got = _run(services, scan_min=1, monkeypatch=monkeypatch)
-    rows, matrix = index.gather(data.track_ids)
+    gathered = index.gather(data.track_ids)
+    assert gathered is not None
+    rows, matrix = gathered
     for album, album_id in enumerate(data.album_ids):
         members = rows[(data.album_of == album) & (rows >= 0)]
         if len(members):
@@ -185,7 +188,9 @@ def test_gather_copies_each_vector_once(services: Services) -> None:
     data = _catalog(services, Distance.DOT_PRODUCT, AggregationMethod.AVERAGE)
     index = _load_index(services)
     ids = [data.track_ids[5], "nope", data.track_ids[290], data.track_ids[5], data.track_ids[7]]
-    rows, matrix = index.gather(ids)
+    gathered = index.gather(ids)
+    assert gathered is not None
+    rows, matrix = gathered
     assert rows[1] == -1 and rows[2] == -1 and rows[0] == rows[3] and len(matrix) == 2
     np.testing.assert_array_equal(matrix[rows[4]], index.get(data.track_ids[7]))
 

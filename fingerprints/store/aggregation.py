@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, union, update
 from sqlalchemy.engine import Connection
 
-from fingerprints.domain import VECTOR_DTYPE, EntityType, decode_vectors
+from fingerprints.domain import VECTOR_DTYPE, EntityType
 from fingerprints.store import dialect
 from fingerprints.store.feature_maps import CHUNK
 from fingerprints.store.tables import (
@@ -337,9 +337,11 @@ def track_maps(
             capacity = max(2 * capacity, n + k)
             matrix = np.resize(matrix, (capacity, dimension))
             rowids, versions = np.resize(rowids, capacity), np.resize(versions, capacity)
-        rowids[n : n + k] = [r[0] for r in batch]
-        matrix[n : n + k] = decode_vectors([r[1] for r in batch], dimension)
-        versions[n : n + k] = [r[2] for r in batch]
+        rowids[n : n + k] = np.fromiter(map(itemgetter(0), batch), np.int64, k)
+        # One join of the batch's BLOBs, decoded straight into the matrix (one copy).
+        packed = b"".join(map(itemgetter(1), batch))
+        matrix[n : n + k] = np.frombuffer(packed, dtype=VECTOR_DTYPE).reshape(k, dimension)
+        versions[n : n + k] = np.fromiter(map(itemgetter(2), batch), np.int64, k)
         n += k
     return rowids[:n], matrix[:n].astype(np.float32, copy=False), versions[:n]
 

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import insert
 
 from bench.aggregate import TYPE_ID, Data, _populate_catalog, _register, make_data
-from fingerprints.config import Settings
 from fingerprints.domain import AggregationMethod, Distance, EntityType
 from fingerprints.index.registry import IndexKey, KeyIndex
 from fingerprints.service import aggregation, feature_types, indexing, ingest
@@ -20,18 +19,18 @@ from fingerprints.service.base import Services, cached_feature_type, open_servic
 from fingerprints.service.sync import ChangeFeed
 from fingerprints.store import feature_maps as maps_store
 from fingerprints.store.tables import changes
-from tests.helpers import ADMIN_TOKEN
+from tests.backends import BACKENDS, make_settings
 
 DIM = 16
 AGGREGATED = (EntityType.ALBUM, EntityType.ARTIST)
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
+@pytest.fixture(params=BACKENDS)
+def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
     svc = open_services(
-        Settings(
-            data_dir=tmp_path,
-            admin_token=ADMIN_TOKEN,
+        make_settings(
+            request.param,
+            tmp_path,
             index_load="lazy",
             index_snapshots=False,
             aggregation_interval=0,

@@ -63,12 +63,10 @@ def aggregate(
     # faster than reduceat, which loops per segment and column, and owners without rows simply
     # have no block (reduceat cannot express an empty segment).
     by_count = np.argsort(counts, kind="stable")
-    rank = np.empty(n_owners, dtype=np.int64)
-    rank[by_count] = np.arange(n_owners)
-    order = np.argsort(rank[owners], kind="stable")
-    take = order if rows is None else rows[order]  # the member vectors in owner order
     present = by_count[counts[by_count] > 0]
     sizes = counts[present]
+    order = _owner_order(owners, by_count, present, sizes)
+    take = order if rows is None else rows[order]  # the member vectors in owner order
     unit = distance is Distance.COSINE
 
     if method is AggregationMethod.CENTROID:
@@ -90,6 +88,23 @@ def aggregate(
         values = _reduce_segments(np.minimum, vectors, sizes, np.float32, take=take, unit=unit)
     result[present] = values
     return result, counts
+
+
+def _owner_order(
+    owners: np.ndarray, by_count: np.ndarray, present: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
+    """The stable order of the rows by their owner's place in ``by_count``. Rows grouped by owner
+    (one run each, as an ``ORDER BY`` owner reads them) are placed run by run in O(n), about
+    ten times faster than the sort the others need."""
+    starts = np.flatnonzero(np.diff(owners, prepend=-1))
+    if len(starts) == len(present):  # every owner with rows has one run of them
+        first = np.empty(len(by_count), dtype=np.int64)
+        first[owners[starts]] = starts
+        placed = np.cumsum(sizes) - sizes  # where each owner's rows go
+        return np.repeat(first[present] - placed, sizes) + np.arange(len(owners))  # type: ignore[no-any-return]
+    rank = np.empty(len(by_count), dtype=np.int64)
+    rank[by_count] = np.arange(len(by_count))
+    return np.argsort(rank[owners], kind="stable")
 
 
 def _check_weights(weights: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 AGGREGATES = (EntityType.ALBUM, EntityType.ARTIST, EntityType.PLAYLIST)
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 CHUNK_OWNERS = 2000
-# From this many targets a job reads every member and vector in one scan (about 10x faster
-# than key lookups at 1M tracks) and holds the writer's turn for the whole pass.
+# From this many targets (or half the owners of their kind) a job reads every member and vector
+# in one scan (about 10x faster than key lookups at 1M tracks) and holds the writer's turn for
+# the whole pass.
 SCAN_MIN_TARGETS = 20_000
 # Most member vectors in an HNSW graph: hnswlib copies one out in ~10 us, slower than reading
 # its BLOB from SQL (1.5 us), so beyond this many the job reads them from SQL.
@@ -398,6 +399,11 @@ def _recompute_targets(
     key lookups."""
     progress.done_in_pass = 0
     scan = len(ids) >= SCAN_MIN_TARGETS
+    if not scan and len(ids) > CHUNK_OWNERS:
+        # Most owners of the kind (a forced job, a type changed): every member is read anyway,
+        # and one scan reads it faster than key lookups chunk by chunk.
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            scan = 2 * len(ids) >= agg_store.count_owners(conn, entity_type=entity_type)
     steps = [ids] if scan else [ids[i : i + CHUNK_OWNERS] for i in range(0, len(ids), CHUNK_OWNERS)]
     for step in steps:
         if progress.stop_requested():

@@ -22,6 +22,7 @@ from fingerprints.store.tables import (
     stale,
     track_artists,
     tracks,
+    user_playlist,
     user_playlist_tracks,
 )
 from fingerprints.store.tables import (
@@ -136,6 +137,12 @@ def _stale_stmt(entity_type: EntityType, type_id: str) -> Any:
 def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
     """Every album / artist / playlist that has at least one track."""
     return sorted(row[0] for row in dialect.raw_rows(conn, _members_stmt(entity_type, main_only)))
+
+
+def count_owners(conn: Connection, *, entity_type: EntityType) -> int:
+    """How many albums, artists or playlists there are."""
+    table = {EntityType.ALBUM: albums, EntityType.ARTIST: artists}.get(entity_type, user_playlist)
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def _targets(entity_type: EntityType, type_id: str, force: bool, main_only: bool) -> Any:

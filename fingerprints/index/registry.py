@@ -150,8 +150,8 @@ class KeyIndex:
         given several times is copied once. None when more than ``graph_limit`` of the ids are
         not in the exact tier (hnswlib copies a vector out of its graph in about 10 us)."""
         with self.lock.read():
-            # Slots: exact rows first, then graph labels after them (the fresh tier holds the
-            # newer vector of an id in both: the graph's copy is marked deleted).
+            # Slots: exact rows first, graph labels after them. An id is in one tier at most (an
+            # upsert takes it out of the graph). The tiers' own maps are read: this class owns them.
             exact, graph = self.exact, self.graph
             slots = np.fromiter(
                 map(exact._rows.get, entity_ids, itertools.repeat(-1)), np.int64, len(entity_ids)

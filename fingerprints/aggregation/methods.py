@@ -63,29 +63,48 @@ def aggregate(
     # faster than reduceat, which loops per segment and column, and owners without rows simply
     # have no block (reduceat cannot express an empty segment).
     by_count = np.argsort(counts, kind="stable")
-    rank = np.empty(n_owners, dtype=np.int64)
-    rank[by_count] = np.arange(n_owners)
-    order = np.argsort(rank[owners], kind="stable")
-    rows = vectors[order if rows is None else rows[order]]
     present = by_count[counts[by_count] > 0]
     sizes = counts[present]
-    if distance is Distance.COSINE:
-        _normalise(rows)
+    order = _owner_order(owners, by_count, present, sizes)
+    take = order if rows is None else rows[order]  # the member vectors in owner order
+    unit = distance is Distance.COSINE
 
-    if method is AggregationMethod.AVERAGE:
-        values = _reduce_segments(np.add, rows, sizes, np.float64) / sizes[:, None]
+    if method is AggregationMethod.CENTROID:
+        gathered = vectors[take]
+        if unit:
+            _normalise(gathered)
+        values = _geometric_medians(gathered, sizes, tol=max(tol, _MIN_TOL), max_iter=max_iter)
+    # The other methods gather each block of members as they reduce it: no (members, d) copy
+    # in owner order is ever made (at 1M x 128, half a gigabyte written and first touched).
+    elif method is AggregationMethod.AVERAGE:
+        values = _reduce_segments(np.add, vectors, sizes, np.float64, take=take, unit=unit) / sizes[:, None]
     elif method in _WEIGHTED:
         assert weights is not None
         shares = _weight_shares(weights[order], sizes)
-        values = _reduce_segments(np.add, rows, sizes, np.float64, scale=shares)
+        values = _reduce_segments(np.add, vectors, sizes, np.float64, take=take, unit=unit, scale=shares)
     elif method is AggregationMethod.MAX:
-        values = _reduce_segments(np.maximum, rows, sizes, np.float32)
-    elif method is AggregationMethod.MIN:
-        values = _reduce_segments(np.minimum, rows, sizes, np.float32)
+        values = _reduce_segments(np.maximum, vectors, sizes, np.float32, take=take, unit=unit)
     else:
-        values = _geometric_medians(rows, sizes, tol=max(tol, _MIN_TOL), max_iter=max_iter)
+        values = _reduce_segments(np.minimum, vectors, sizes, np.float32, take=take, unit=unit)
     result[present] = values
     return result, counts
+
+
+def _owner_order(
+    owners: np.ndarray, by_count: np.ndarray, present: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
+    """The stable order of the rows by their owner's place in ``by_count``. Rows grouped by owner
+    (one run each, as an ``ORDER BY`` owner reads them) are placed run by run in O(n), about
+    ten times faster than the sort the others need."""
+    starts = np.flatnonzero(np.diff(owners, prepend=-1))
+    if len(starts) == len(present):  # every owner with rows has one run of them
+        first = np.empty(len(by_count), dtype=np.int64)
+        first[owners[starts]] = starts
+        placed = np.cumsum(sizes) - sizes  # where each owner's rows go
+        return np.repeat(first[present] - placed, sizes) + np.arange(len(owners))  # type: ignore[no-any-return]
+    rank = np.empty(len(by_count), dtype=np.int64)
+    rank[by_count] = np.arange(len(by_count))
+    return np.argsort(rank[owners], kind="stable")
 
 
 def _check_weights(weights: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -133,12 +152,36 @@ def _groups(sizes: np.ndarray) -> Groups:
 
 
 def _reduce_segments(
-    ufunc: np.ufunc, rows: np.ndarray, sizes: np.ndarray, dtype: DTypeLike, *, scale: np.ndarray | None = None
+    ufunc: np.ufunc,
+    rows: np.ndarray,
+    sizes: np.ndarray,
+    dtype: DTypeLike,
+    *,
+    scale: np.ndarray | None = None,
+    take: np.ndarray | None = None,
+    unit: bool = False,
 ) -> np.ndarray:
-    """``ufunc`` over each owner's rows (of rows times ``scale``, if given), owners sorted by size."""
+    """``ufunc`` over each owner's rows (of rows times ``scale``, if given), owners sorted by size.
+
+    With ``take``, the owners' rows are ``rows[take]``, gathered a block at a time into one
+    reused buffer (scaled to unit length first with ``unit``).
+    """
+    groups = _groups(sizes)
     out = np.empty((len(sizes), *rows.shape[1:]), dtype=dtype)
-    for a, b, lo, hi, size in _groups(sizes):
-        block = rows[lo:hi] if scale is None else rows[lo:hi] * scale[lo:hi, None]
+    buffer = None
+    if take is not None and groups:
+        buffer = np.empty((max(hi - lo for _, _, lo, hi, _ in groups), *rows.shape[1:]), dtype=rows.dtype)
+    for a, b, lo, hi, size in groups:
+        if buffer is None:
+            block = rows[lo:hi]
+        else:
+            assert take is not None
+            # mode="clip": take's indices are valid, and "raise" would gather into a temporary.
+            block = np.take(rows, take[lo:hi], axis=0, out=buffer[: hi - lo], mode="clip")
+            if unit:
+                _normalise(block)
+        if scale is not None:
+            block = block * scale[lo:hi, None]
         out[a:b] = ufunc.reduce(block.reshape(b - a, size, *rows.shape[1:]), axis=1, dtype=dtype)
     return out
 

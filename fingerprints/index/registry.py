@@ -9,6 +9,7 @@ its write returns.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -141,6 +142,45 @@ class KeyIndex:
             if vector is None and self.graph is not None:
                 vector = self.graph.get(entity_id)
             return vector
+
+    def gather(
+        self, entity_ids: Sequence[str], *, graph_limit: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A copy of the stored vectors of some entities (unit length under cosine): ``(rows,
+        matrix)``, the vector of ``entity_ids[i]`` being ``matrix[rows[i]]``, -1 for none. An id
+        given several times is copied once. None when more than ``graph_limit`` of the ids are
+        not in the exact tier (hnswlib copies a vector out of its graph in about 10 us)."""
+        with self.lock.read():
+            # Slots: exact rows first, graph labels after them. An id is in one tier at most (an
+            # upsert takes it out of the graph). The tiers' own maps are read: this class owns them.
+            exact, graph = self.exact, self.graph
+            slots = np.fromiter(
+                map(exact._rows.get, entity_ids, itertools.repeat(-1)), np.int64, len(entity_ids)
+            )
+            base = len(exact)
+            if graph is not None:
+                missing = np.flatnonzero(slots < 0)
+                if graph_limit is not None and len(missing) > graph_limit:
+                    return None
+                labels = graph._labels.get
+                slots[missing] = [
+                    base + label if (label := labels(entity_ids[i])) is not None else -1
+                    for i in missing.tolist()
+                ]
+            # Each slot once, in slot order (a pass over the stored matrix, not random reads).
+            present = slots >= 0
+            used = np.zeros(base + (graph._used if graph is not None else 0), dtype=bool)
+            used[slots[present]] = True
+            wanted = np.flatnonzero(used)
+            in_exact = wanted[wanted < base]
+            parts = [exact._matrix[in_exact]]
+            if graph is not None and len(in_exact) < len(wanted):
+                from_graph = graph._index.get_items(wanted[len(in_exact) :] - base, return_type="numpy")
+                parts.append(np.asarray(from_graph, dtype=np.float32))
+        matrix = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        rows = np.full(len(slots), -1, dtype=np.int64)
+        rows[present] = (np.cumsum(used) - 1)[slots[present]]
+        return rows, np.ascontiguousarray(matrix, dtype=np.float32)
 
     def items(self) -> tuple[list[str], np.ndarray]:
         with self.lock.read():

@@ -9,6 +9,7 @@ real. Re-running a job gives the same aggregates, which makes crash recovery a s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -25,6 +26,7 @@ from fingerprints.aggregation.members import positions
 from fingerprints.aggregation.methods import aggregate
 from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
+from fingerprints.index.registry import IndexKey
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, cached_feature_type, now
 from fingerprints.service.inputs import as_bool, as_id, as_list
@@ -38,9 +40,13 @@ log = logging.getLogger(__name__)
 AGGREGATES = (EntityType.ALBUM, EntityType.ARTIST, EntityType.PLAYLIST)
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 CHUNK_OWNERS = 2000
-# From this many targets a job reads every member and vector in one scan (about 10x faster
-# than key lookups at 1M tracks) and holds the writer's turn for the whole pass.
+# From this many targets (or half the owners of their kind) a job reads every member and vector
+# in one scan (about 10x faster than key lookups at 1M tracks) and holds the writer's turn for
+# the whole pass.
 SCAN_MIN_TARGETS = 20_000
+# Most member vectors in an HNSW graph: hnswlib copies one out in ~10 us, slower than reading
+# its BLOB from SQL (1.5 us), so beyond this many the job reads them from SQL.
+GRAPH_GATHER_MAX = 20_000
 WEIGHT_COLUMN = {
     AggregationMethod.WEIGHTED_BY_DURATION: "duration_ms",
     AggregationMethod.WEIGHTED_BY_POPULARITY: "popularity",
@@ -175,37 +181,39 @@ def mark_playlist_changed(svc: Services, user_conn: Any, *, playlist_id: str) ->
 # ------------------------------------------------------------------ jobs
 
 
-def _plan(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType, list[str]]]:
-    """What a job recomputes: per (type, entity type), the stale aggregates or, forced, all."""
+def _parts(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType]]:
+    """The (feature type, entity type) pairs a job covers."""
     with svc.dbs.catalog.read() as conn:
         types = aggregating_types(conn)
     if job.feature_type_id is not None:
         types = [ft for ft in types if ft.id == job.feature_type_id]
+    return [(ft, e) for ft in types for e in job.entity_types if ft.applies(e)]
+
+
+def _plan(svc: Services, job: Job) -> list[tuple[FeatureType, EntityType, list[str]]]:
+    """What a job recomputes: per (type, entity type), the stale aggregates or, forced, all."""
     main_only = svc.settings.aggregation_main_artists_only
     plan = []
-    for feature_type in types:
-        for entity_type in job.entity_types:
-            if not feature_type.applies(entity_type):
-                continue
-            with svc.dbs.for_entity(entity_type).read() as conn:
-                if job.force:
-                    targets = set(
-                        agg_store.owners_with_members(conn, entity_type=entity_type, main_only=main_only)
-                    )
-                    targets.update(
-                        agg_store.owners_with_aggregates(
-                            conn, entity_type=entity_type, type_id=feature_type.id
-                        )
-                    )
-                    targets.update(
-                        agg_store.stale_ids(conn, type_id=feature_type.id, entity_type=entity_type)
-                    )
-                    ids = sorted(targets)
-                else:
-                    ids = agg_store.stale_ids(conn, type_id=feature_type.id, entity_type=entity_type)
-            if ids:
-                plan.append((feature_type, entity_type, ids))
+    for feature_type, entity_type in _parts(svc, job):
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            ids = agg_store.targets(
+                conn, entity_type=entity_type, type_id=feature_type.id, force=job.force, main_only=main_only
+            )
+        if ids:
+            plan.append((feature_type, entity_type, ids))
     return plan
+
+
+def _estimate(svc: Services, job: Job) -> int:
+    """How many aggregates ``_plan`` would give now (counted in SQL: a queued job's total)."""
+    main_only = svc.settings.aggregation_main_artists_only
+    total = 0
+    for feature_type, entity_type in _parts(svc, job):
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            total += agg_store.count_targets(
+                conn, entity_type=entity_type, type_id=feature_type.id, force=job.force, main_only=main_only
+            )
+    return total
 
 
 def trigger_aggregation(
@@ -252,7 +260,7 @@ def trigger_aggregation(
         started_at=None,
         finished_at=None,
     )
-    job.total = sum(len(ids) for _, _, ids in _plan(svc, job))
+    job.total = _estimate(svc, job)
     with svc.dbs.catalog.write() as conn:
         agg_store.insert_job(
             conn,
@@ -391,6 +399,11 @@ def _recompute_targets(
     key lookups."""
     progress.done_in_pass = 0
     scan = len(ids) >= SCAN_MIN_TARGETS
+    if not scan and len(ids) > CHUNK_OWNERS:
+        # Most owners of the kind (a forced job, a type changed): every member is read anyway,
+        # and one scan reads it faster than key lookups chunk by chunk.
+        with svc.dbs.for_entity(entity_type).read() as conn:
+            scan = 2 * len(ids) >= agg_store.count_owners(conn, entity_type=entity_type)
     steps = [ids] if scan else [ids[i : i + CHUNK_OWNERS] for i in range(0, len(ids), CHUNK_OWNERS)]
     for step in steps:
         if progress.stop_requested():
@@ -444,6 +457,10 @@ def _gather(
 ) -> _Members:
     """Memberships and member vectors of the owners: one scan of everything, or the members of
     these owners only. Albums and artists are joined to their tracks by integer rowids."""
+    if entity_type is not EntityType.PLAYLIST:
+        from_index = _gather_from_index(svc, feature_type, entity_type, owner_ids, scan=scan)
+        if from_index is not None:
+            return from_index
     main_only = svc.settings.aggregation_main_artists_only
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
     type_id, dimension = feature_type.id, feature_type.dimension
@@ -485,11 +502,7 @@ def _gather(
             weighted = (
                 agg_store.track_weights(conn, column=column, track_ids=wanted) if column is not None else None
             )
-        # Owner rowid -> position in owner_ids (-1: an owner this step does not cover).
-        known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
-        target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
-        # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
-        owners = np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
+        owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
     rows = positions(keys, members)
     keep = (owners >= 0) & (rows >= 0)  # members of other owners, or without this feature
     owners, rows = owners[keep], rows[keep]
@@ -498,6 +511,76 @@ def _gather(
         weight_rowids, weight_values = weighted
         weights = weight_values[positions(weight_rowids, keys)][rows].astype(np.float64)
     return _Members(owners, rows, matrix, versions, weights)
+
+
+def _gather_from_index(
+    svc: Services, feature_type: FeatureType, entity_type: EntityType, owner_ids: list[str], *, scan: bool
+) -> _Members | None:
+    """``_gather`` with the member vectors taken from the similarity index, which holds every
+    track vector of the type in memory: SQL then reads memberships and track ids, no BLOBs.
+    None (read them from SQL instead) unless the index provably equals the database.
+
+    The caller holds catalog.db's write turn, and this process's writes reach the index before
+    they give up that turn, so only another process's writes can be missing: those are in the
+    change log, and the index has applied every one up to the feed's position. Looking for one
+    after it *after* reading means nothing read here predates a write the index lacks. Vectors
+    are as the index stores them: unit length under cosine, which ``aggregate`` normalises
+    again (a float32 rounding away from the SQL path); raw and bit for bit otherwise.
+    """
+    index = svc.index.get(IndexKey(feature_type.id, EntityType.TRACK))
+    catalog = svc.dbs.catalog
+    if (
+        index is None
+        or svc.feed is None  # no feed: other processes' writes would go unnoticed
+        or catalog.name not in svc.feed.positions
+        or index.dimension != feature_type.dimension
+        or index.distance is not feature_type.distance
+    ):
+        return None
+    position = svc.feed.positions[catalog.name]
+    column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
+    with catalog.read() as conn:
+        rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+        owner_rowids, track_ids, weighted = agg_store.member_track_keys(
+            conn,
+            entity_type=entity_type,
+            owner_ids=None if scan else owner_ids,
+            main_only=svc.settings.aggregation_main_artists_only,
+            weight=column,
+        )
+        low, high = agg_store.version_bounds(conn, type_id=feature_type.id)
+        older = (
+            agg_store.track_versions_below(conn, type_id=feature_type.id, below=high)
+            if high is not None and low != high
+            else {}
+        )
+    gathered = index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX)
+    if gathered is None:
+        return None
+    rows, matrix = gathered
+    with catalog.read() as conn:
+        if agg_store.foreign_changes_after(conn, seq=position, origin=catalog.origin):
+            log.info("aggregation of %s/%s: index behind other writers, reading SQL", feature_type.id,
+                     entity_type.value)  # fmt: skip
+            return None
+    # Every map of the type has a version <= high: a track map not among the older ones has it.
+    versions = np.full(len(matrix), high if high is not None else 0, dtype=np.int64)
+    if older:
+        found = rows >= 0
+        member_versions = np.fromiter(map(older.get, track_ids, itertools.repeat(high)), np.int64, len(rows))
+        versions[rows[found]] = member_versions[found]
+    owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
+    keep = (owners >= 0) & (rows >= 0)
+    weights = weighted[keep].astype(np.float64) if weighted is not None else None
+    return _Members(owners[keep], rows[keep], matrix, versions, weights)
+
+
+def _owner_positions(owner_ids: list[str], rowid_of: dict[str, int], owner_rowids: np.ndarray) -> np.ndarray:
+    """Position in ``owner_ids`` of each membership's owner rowid; -1: an owner not covered."""
+    known = [i for i, owner in enumerate(owner_ids) if owner in rowid_of]
+    target_rowids = np.fromiter((rowid_of[owner_ids[i]] for i in known), np.int64, len(known))
+    # A trailing -1 turns "not found" (-1) into "no owner" in the same lookup.
+    return np.append(np.asarray(known, dtype=np.int64), -1)[positions(target_rowids, owner_rowids)]
 
 
 def _write(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, cast, delete, func, literal, or_, select, text, union, update
 from sqlalchemy.engine import Connection
 
-from fingerprints.domain import VECTOR_DTYPE, EntityType, decode_vectors
+from fingerprints.domain import VECTOR_DTYPE, EntityType
 from fingerprints.store import dialect
 from fingerprints.store.feature_maps import CHUNK
 from fingerprints.store.tables import (
@@ -21,7 +22,11 @@ from fingerprints.store.tables import (
     stale,
     track_artists,
     tracks,
+    user_playlist,
     user_playlist_tracks,
+)
+from fingerprints.store.tables import (
+    changes as changes_log,
 )
 
 MAIN_ROLE = 0
@@ -104,30 +109,66 @@ def memberships(
     return rows
 
 
-def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
-    """Every album / artist / playlist that has at least one track."""
+def _members_stmt(entity_type: EntityType, main_only: bool) -> Any:
     if entity_type is EntityType.ALBUM:
-        stmt: Any = select(albums.c.id).where(albums.c.rowid.in_(select(tracks.c.album_rowid).distinct()))
-    elif entity_type is EntityType.ARTIST:
+        return select(albums.c.id).where(albums.c.rowid.in_(select(tracks.c.album_rowid).distinct()))
+    if entity_type is EntityType.ARTIST:
         linked = select(track_artists.c.artist_rowid)
         if main_only:
             linked = linked.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-        stmt = select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
-    else:
-        stmt = select(user_playlist_tracks.c.playlist_id).distinct()
-    return sorted(row[0] for row in dialect.raw_rows(conn, stmt))
+        return select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
+    return select(user_playlist_tracks.c.playlist_id).distinct()
 
 
-def owners_with_aggregates(conn: Connection, *, entity_type: EntityType, type_id: str) -> list[str]:
+def _aggregates_stmt(entity_type: EntityType, type_id: str) -> Any:
     if entity_type is EntityType.PLAYLIST:
         t = playlist_feature_maps
-        stmt: Any = select(t.c.playlist_id).where(t.c.feature_type_id == type_id)
-    else:
-        t = feature_maps
-        stmt = select(t.c.entity_id).where(
-            t.c.feature_type_id == type_id, t.c.entity_type == entity_type.value
-        )
-    return [row[0] for row in dialect.raw_rows(conn, stmt)]
+        return select(t.c.playlist_id).where(t.c.feature_type_id == type_id)
+    t = feature_maps
+    return select(t.c.entity_id).where(t.c.feature_type_id == type_id, t.c.entity_type == entity_type.value)
+
+
+def _stale_stmt(entity_type: EntityType, type_id: str) -> Any:
+    return select(stale.c.entity_id).where(
+        stale.c.feature_type_id == type_id, stale.c.entity_type == entity_type.value
+    )
+
+
+def owners_with_members(conn: Connection, *, entity_type: EntityType, main_only: bool = False) -> list[str]:
+    """Every album / artist / playlist that has at least one track."""
+    return sorted(row[0] for row in dialect.raw_rows(conn, _members_stmt(entity_type, main_only)))
+
+
+def count_owners(conn: Connection, *, entity_type: EntityType) -> int:
+    """How many albums, artists or playlists there are."""
+    table = {EntityType.ALBUM: albums, EntityType.ARTIST: artists}.get(entity_type, user_playlist)
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _targets(entity_type: EntityType, type_id: str, force: bool, main_only: bool) -> Any:
+    if not force:
+        return _stale_stmt(entity_type, type_id)
+    return union(
+        _members_stmt(entity_type, main_only),
+        _aggregates_stmt(entity_type, type_id),
+        _stale_stmt(entity_type, type_id),
+    )
+
+
+def targets(
+    conn: Connection, *, entity_type: EntityType, type_id: str, force: bool, main_only: bool = False
+) -> list[str]:
+    """What a job recomputes of one (feature type, entity type), sorted: the stale aggregates,
+    or (``force``) also every owner with members and every existing aggregate, in one statement."""
+    return sorted(row[0] for row in dialect.raw_rows(conn, _targets(entity_type, type_id, force, main_only)))
+
+
+def count_targets(
+    conn: Connection, *, entity_type: EntityType, type_id: str, force: bool, main_only: bool = False
+) -> int:
+    """How many ``targets`` there are, counted by the database (no ids travel)."""
+    counted = select(func.count()).select_from(_targets(entity_type, type_id, force, main_only).subquery())
+    return int(conn.execute(counted).scalar_one())
 
 
 def member_rowids(
@@ -153,6 +194,69 @@ def member_rowids(
     rows = dialect.cached_rows(conn, ("member_rowids", entity_type, main_only, filtered), build, params)
     owners, members = _int_columns(rows, 2)
     return owners, members
+
+
+def member_track_keys(
+    conn: Connection,
+    *,
+    entity_type: EntityType,
+    owner_ids: Sequence[str] | None,
+    main_only: bool = False,
+    weight: str | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """(owner rowid, track id) of every membership of some albums or artists (None: of all),
+    with the track's ``weight`` column (``duration_ms`` / ``popularity``) if asked: no vectors,
+    for a reader that takes them from the similarity index."""
+    filtered = owner_ids is not None
+
+    def build() -> Any:
+        extra = [tracks.c[weight]] if weight is not None else []
+        if entity_type is EntityType.ALBUM:
+            stmt: Any = select(tracks.c.album_rowid, tracks.c.id, *extra)
+        else:
+            stmt = select(track_artists.c.artist_rowid, tracks.c.id, *extra).select_from(
+                track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid)
+            )
+            if main_only:
+                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        if filtered:
+            stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
+        return stmt
+
+    params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
+    key = ("member_track_keys", entity_type, main_only, filtered, weight)
+    rows = dialect.cached_rows(conn, key, build, params)
+    if not rows:
+        return np.empty(0, np.int64), [], None if weight is None else np.empty(0, np.int64)
+    # itemgetter maps, not zip(*rows): that builds a call with a million arguments, ten times slower.
+    owners = np.fromiter(map(itemgetter(0), rows), np.int64, len(rows))
+    weights = np.fromiter(map(itemgetter(2), rows), np.int64, len(rows)) if weight is not None else None
+    return owners, list(map(itemgetter(1), rows)), weights
+
+
+def version_bounds(conn: Connection, *, type_id: str) -> tuple[int | None, int | None]:
+    """Smallest and largest version among all maps of a feature type: two probes of
+    ``idx_feature_maps_version`` (a lone ``min``/``max`` is answered from the index's ends)."""
+    fm = feature_maps.c
+    low = select(func.min(fm.version)).where(fm.feature_type_id == type_id).scalar_subquery()
+    high = select(func.max(fm.version)).where(fm.feature_type_id == type_id).scalar_subquery()
+    row = conn.execute(select(low, high)).one()
+    return row[0], row[1]
+
+
+def track_versions_below(conn: Connection, *, type_id: str, below: int) -> dict[str, int]:
+    """Track id -> version of the track maps of a type older than ``below``."""
+    fm = feature_maps.c
+    stmt = select(fm.entity_id, fm.version).where(
+        fm.feature_type_id == type_id, fm.version < below, fm.entity_type == EntityType.TRACK.value
+    )
+    return dict(dialect.raw_rows(conn, stmt))  # type: ignore[arg-type]
+
+
+def foreign_changes_after(conn: Connection, *, seq: int, origin: str) -> bool:
+    """Whether the change log holds a write of another process after ``seq``."""
+    stmt = select(changes_log.c.seq).where(changes_log.c.seq > seq, changes_log.c.origin != origin).limit(1)
+    return conn.execute(stmt).first() is not None
 
 
 def owner_rowids(conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str]) -> dict[str, int]:
@@ -240,9 +344,11 @@ def track_maps(
             capacity = max(2 * capacity, n + k)
             matrix = np.resize(matrix, (capacity, dimension))
             rowids, versions = np.resize(rowids, capacity), np.resize(versions, capacity)
-        rowids[n : n + k] = [r[0] for r in batch]
-        matrix[n : n + k] = decode_vectors([r[1] for r in batch], dimension)
-        versions[n : n + k] = [r[2] for r in batch]
+        rowids[n : n + k] = np.fromiter(map(itemgetter(0), batch), np.int64, k)
+        # One join of the batch's BLOBs, decoded straight into the matrix (one copy).
+        packed = b"".join(map(itemgetter(1), batch))
+        matrix[n : n + k] = np.frombuffer(packed, dtype=VECTOR_DTYPE).reshape(k, dimension)
+        versions[n : n + k] = np.fromiter(map(itemgetter(2), batch), np.int64, k)
         n += k
     return rowids[:n], matrix[:n].astype(np.float32, copy=False), versions[:n]
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from fingerprints.aggregation.methods import aggregate
+from fingerprints.aggregation.methods import _owner_order, aggregate
 from fingerprints.domain import AggregationMethod, Distance
 
 WEIGHTED = [AggregationMethod.WEIGHTED_BY_DURATION, AggregationMethod.WEIGHTED_BY_POPULARITY]
@@ -355,3 +355,22 @@ def test_many_owners_at_once(method: AggregationMethod) -> None:
     print(f"{method}: 200,000 x 64 into 20,000 owners in {time.perf_counter() - started:.2f}s")
     assert aggregates.shape == (20_000, 64) and counts.sum() == 200_000
     assert np.isfinite(aggregates).all()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-run-each", "an-owner-in-two-runs"])
+def test_owner_order_is_the_stable_sort_by_rank(split: bool) -> None:
+    """Rows in one run per owner (an ORDER BY owner read) are placed run by run; the order is
+    the stable sort's either way, so the aggregates are the same bits."""
+    rng = np.random.default_rng(11)
+    _, owners, _ = memberships(rng)
+    n_owners = int(owners.max()) + 1
+    runs = rng.permutation(n_owners)[np.sort(owners)]  # grouped, the runs in no particular order
+    if split:
+        runs = np.concatenate([runs[1:], runs[:1]])
+    counts = np.bincount(runs, minlength=n_owners)
+    by_count = np.argsort(counts, kind="stable")
+    present = by_count[counts[by_count] > 0]
+    rank = np.empty(n_owners, dtype=np.int64)
+    rank[by_count] = np.arange(n_owners)
+    want = np.argsort(rank[runs], kind="stable")
+    np.testing.assert_array_equal(_owner_order(runs, by_count, present, counts[present]), want)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,3 +50,30 @@ def test_scan_and_lookup_paths_agree(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert scanned.keys() == looked_up.keys() and len(scanned) > 100
     for key, vector in scanned.items():
         np.testing.assert_allclose(vector, looked_up[key], atol=1e-6, err_msg=str(key))
+
+
+def test_a_job_over_most_owners_of_a_kind_scans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer targets than SCAN_MIN_TARGETS but more than a chunk, and half the owners or more:
+    one scan, not chunked key lookups; a single chunk still looks its members up."""
+    monkeypatch.setattr(aggregation, "SCAN_MIN_TARGETS", 10**9)
+    monkeypatch.setattr(aggregation, "CHUNK_OWNERS", 10)
+    scans: list[tuple[str, int, bool]] = []
+    gather = aggregation._gather
+
+    def spy(svc: Any, feature_type: Any, entity_type: EntityType, owner_ids: list[str], *, scan: bool) -> Any:
+        scans.append((entity_type.value, len(owner_ids), scan))
+        return gather(svc, feature_type, entity_type, owner_ids, scan=scan)
+
+    monkeypatch.setattr(aggregation, "_gather", spy)
+    svc = open_services(Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN))
+    try:
+        seed_demo(svc, n_tracks=400, n_albums=40, n_artists=8)
+        job = aggregation.trigger_aggregation(
+            svc, feature_type_id="audio_spectrum", entity_types=["album", "artist"], force=True
+        )
+        assert aggregation.claim_next_job(svc) == job.id
+        assert aggregation.run_job(svc, job.id).status == "succeeded"
+    finally:
+        svc.dbs.dispose()
+    assert ("album", 40, True) in scans and ("artist", 8, False) in scans
+    assert all(scan for kind, _, scan in scans if kind == "album")

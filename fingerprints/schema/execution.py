@@ -51,6 +51,7 @@ def plain_leaf(field: GraphQLField) -> Plan | None:
     if (
         getattr(resolve, "_is_default", False)  # Strawberry's resolver of a field without one
         and definition is not None
+        and definition.is_basic_field  # no field extensions (permission classes...) to run
         and not field.args
         and is_leaf_type(leaf)
     ):

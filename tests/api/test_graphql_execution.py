@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
 
 from fingerprints.schema.execution import Executor, plain_leaf
 
@@ -119,3 +120,35 @@ async def test_an_extension_that_hooks_resolution_sees_every_field() -> None:
     )
     assert result.errors is None
     assert seen == ["later", "id", "name"]
+
+
+class _Never(BasePermission):
+    message = "not for you"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return False
+
+
+@strawberry.type
+class Guarded:
+    public: str
+    secret: str = strawberry.field(permission_classes=[_Never])
+
+
+@strawberry.type
+class GuardedQuery:
+    @strawberry.field
+    def guarded(self) -> Guarded:
+        return Guarded(public="p", secret="s")
+
+
+async def test_a_field_with_extensions_takes_the_general_path() -> None:
+    """A resolver-less field with a permission class (a field extension) is not a plain leaf:
+    reading the attribute in place would skip the check."""
+    guarded = strawberry.Schema(query=GuardedQuery, execution_context_class=Executor)
+    fields = guarded._schema.type_map["Guarded"].fields  # type: ignore[attr-defined]
+    assert plain_leaf(fields["public"]) is not None
+    assert plain_leaf(fields["secret"]) is None
+    result = await guarded.execute("{ guarded { public secret } }")
+    assert result.data is None or result.data["guarded"] is None
+    assert [e.message for e in result.errors or []] == ["not for you"]

@@ -24,7 +24,7 @@ import orjson
 
 from fingerprints.aggregation.members import positions
 from fingerprints.aggregation.methods import aggregate
-from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, EntityType, FeatureType, parse_enum
+from fingerprints.domain import VECTOR_DTYPE, AggregationMethod, Distance, EntityType, FeatureType, parse_enum
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.index.registry import IndexKey
 from fingerprints.service import indexing
@@ -523,14 +523,18 @@ def _gather_from_index(
     The caller holds catalog.db's write turn, and this process's writes reach the index before
     they give up that turn, so only another process's writes can be missing: those are in the
     change log, and the index has applied every one up to the feed's position. Looking for one
-    after it *after* reading means nothing read here predates a write the index lacks. Vectors
-    are as the index stores them: unit length under cosine, which ``aggregate`` normalises
-    again (a float32 rounding away from the SQL path); raw and bit for bit otherwise.
+    after it *after* reading means nothing read here predates a write the index lacks.
+
+    Cosine types always read SQL: their index holds unit vectors, which ``aggregate`` would
+    normalise a second time, a float32 rounding away from the SQL path. A job must store the
+    same bits whichever replica runs it (or resumes it) and whether its index is loaded; the
+    raw vectors of the other distances are bit for bit the database's.
     """
     index = svc.index.get(IndexKey(feature_type.id, EntityType.TRACK))
     catalog = svc.dbs.catalog
     if (
-        index is None
+        feature_type.distance is Distance.COSINE
+        or index is None
         or svc.feed is None  # no feed: other processes' writes would go unnoticed
         or catalog.name not in svc.feed.positions
         or index.dimension != feature_type.dimension

@@ -61,7 +61,7 @@ def owners_of_tracks(
             )
             owner = artists.c.id
         stmt = select(owner).select_from(join).where(dialect.in_param(conn, tracks.c.id, "ids"))
-        if main_only and entity_type is EntityType.ARTIST:
+        if main_only and entity_type is not EntityType.ALBUM:
             stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
         return stmt.distinct()
 
@@ -184,16 +184,24 @@ def member_rowids(
             stmt: Any = select(tracks.c.album_rowid, tracks.c.rowid).order_by(tracks.c.album_rowid)
         else:
             stmt = select(track_artists.c.artist_rowid, track_artists.c.track_rowid)
-            if main_only:
-                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-        if filtered:
-            stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
-        return stmt
+        return _restricted(conn, stmt, entity_type, main_only=main_only, filtered=filtered)
 
     params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
     rows = dialect.cached_rows(conn, ("member_rowids", entity_type, main_only, filtered), build, params)
     owners, members = _int_columns(rows, 2)
     return owners, members
+
+
+def _restricted(
+    conn: Connection, stmt: Any, entity_type: EntityType, *, main_only: bool, filtered: bool
+) -> Any:
+    """A membership statement limited to main artists (artists, ``main_only``) and to the owners
+    bound as ``:ids`` (``filtered``)."""
+    if main_only and entity_type is not EntityType.ALBUM:
+        stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+    if filtered:
+        stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
+    return stmt
 
 
 def member_track_keys(
@@ -217,11 +225,7 @@ def member_track_keys(
             stmt = select(track_artists.c.artist_rowid, tracks.c.id, *extra).select_from(
                 track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid)
             )
-            if main_only:
-                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-        if filtered:
-            stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
-        return stmt
+        return _restricted(conn, stmt, entity_type, main_only=main_only, filtered=filtered)
 
     params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
     key = ("member_track_keys", entity_type, main_only, filtered, weight)
@@ -439,7 +443,7 @@ def mark_owners_stale(
             .select_from(join)
             .where(dialect.in_param(conn, tracks.c.id, "ids"))
         )
-        if main_only and entity_type is EntityType.ARTIST:
+        if main_only and entity_type is not EntityType.ALBUM:
             owners = owners.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
         stmt: Any = dialect.upsert(
             conn, stale, keys=["feature_type_id", "entity_type", "entity_id"], update=["marked_at"]

@@ -30,6 +30,9 @@ from fingerprints.store.tables import (
 )
 
 MAIN_ROLE = 0
+# A main artist's link (a link without a role counts as main): the restriction of
+# FINGERPRINTS_AGGREGATION_MAIN_ARTISTS_ONLY, one expression for every reader.
+_MAIN_ARTIST = func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE
 READ_BATCH = 8192  # rows per fetch of a bulk read of vectors
 
 
@@ -62,7 +65,7 @@ def owners_of_tracks(
             owner = artists.c.id
         stmt = select(owner).select_from(join).where(dialect.in_param(conn, tracks.c.id, "ids"))
         if main_only and entity_type is not EntityType.ALBUM:
-            stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+            stmt = stmt.where(_MAIN_ARTIST)
         return stmt.distinct()
 
     rows = dialect.cached_rows(
@@ -96,7 +99,7 @@ def memberships(
             )
             stmt = select(artists.c.id, tracks.c.id).select_from(join)
             if main_only:
-                stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+                stmt = stmt.where(_MAIN_ARTIST)
             stmt = stmt.distinct()
             owner_col = artists.c.id
         else:
@@ -115,7 +118,7 @@ def _members_stmt(entity_type: EntityType, main_only: bool) -> Any:
     if entity_type is EntityType.ARTIST:
         linked = select(track_artists.c.artist_rowid)
         if main_only:
-            linked = linked.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+            linked = linked.where(_MAIN_ARTIST)
         return select(artists.c.id).where(artists.c.rowid.in_(linked.distinct()))
     return select(user_playlist_tracks.c.playlist_id).distinct()
 
@@ -198,7 +201,7 @@ def _restricted(
     """A membership statement limited to main artists (artists, ``main_only``) and to the owners
     bound as ``:ids`` (``filtered``)."""
     if main_only and entity_type is not EntityType.ALBUM:
-        stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+        stmt = stmt.where(_MAIN_ARTIST)
     if filtered:
         stmt = stmt.where(_owner_rowid_column(entity_type).in_(_rowids_of_owners(conn, entity_type)))
     return stmt
@@ -294,14 +297,10 @@ def member_track_ids(
     def build() -> Any:
         if entity_type is EntityType.ALBUM:
             return select(tracks.c.id).where(tracks.c.album_rowid.in_(_rowids_of_owners(conn, entity_type)))
-        stmt = (
-            select(tracks.c.id)
-            .select_from(track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid))
-            .where(track_artists.c.artist_rowid.in_(_rowids_of_owners(conn, entity_type)))
+        stmt = select(tracks.c.id).select_from(
+            track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid)
         )
-        if main_only:
-            stmt = stmt.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
-        return stmt.distinct()
+        return _restricted(conn, stmt, entity_type, main_only=main_only, filtered=True).distinct()
 
     rows = dialect.cached_rows(
         conn,
@@ -444,7 +443,7 @@ def mark_owners_stale(
             .where(dialect.in_param(conn, tracks.c.id, "ids"))
         )
         if main_only and entity_type is not EntityType.ALBUM:
-            owners = owners.where(func.coalesce(track_artists.c.role, MAIN_ROLE) == MAIN_ROLE)
+            owners = owners.where(_MAIN_ARTIST)
         stmt: Any = dialect.upsert(
             conn, stale, keys=["feature_type_id", "entity_type", "entity_id"], update=["marked_at"]
         )

@@ -57,11 +57,8 @@ DIGESTS: dict[str, Callable[[], Any]] = {
 
 
 def _digest(path: Path, algorithm: str) -> str:
-    h = DIGESTS[algorithm]()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, DIGESTS[algorithm]).hexdigest()
 
 
 def _files(directory: Path, algorithm: str = DIGEST) -> dict[str, str]:

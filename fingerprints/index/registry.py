@@ -15,7 +15,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -143,13 +144,20 @@ class KeyIndex:
                 vector = self.graph.get(entity_id)
             return vector
 
+    @contextmanager
     def gather(
         self, entity_ids: Sequence[str], *, graph_limit: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """A copy of the stored vectors of some entities (unit length under cosine): ``(rows,
-        matrix)``, the vector of ``entity_ids[i]`` being ``matrix[rows[i]]``, -1 for none. An id
-        given several times is copied once. None when more than ``graph_limit`` of the ids are
-        not in the exact tier (hnswlib copies a vector out of its graph in about 10 us)."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray] | None]:
+        """The stored vectors of some entities (unit length under cosine), for the ``with``
+        block only: ``(rows, matrix)``, the vector of ``entity_ids[i]`` being
+        ``matrix[rows[i]]``, -1 for none. None when more than ``graph_limit`` of the ids are not
+        in the exact tier (hnswlib copies a vector out of its graph in about 10 us).
+
+        The read lock is held for the whole block, and ``matrix`` is the exact tier's own
+        matrix (read-only) when every found id is in it: a reader that aggregates a million
+        members then reads each vector once, where a copy first would write and read them all
+        again. Writers wait for the block; keep it to the computation. With graph members the
+        found vectors are copied, each once, in slot order."""
         with self.lock.read():
             # Slots: exact rows first, graph labels after them. An id is in one tier at most (an
             # upsert takes it out of the graph). The tiers' own maps are read: this class owns them.
@@ -158,29 +166,33 @@ class KeyIndex:
                 map(exact._rows.get, entity_ids, itertools.repeat(-1)), np.int64, len(entity_ids)
             )
             base = len(exact)
-            if graph is not None:
-                missing = np.flatnonzero(slots < 0)
-                if graph_limit is not None and len(missing) > graph_limit:
-                    return None
-                labels = graph._labels.get
-                slots[missing] = [
-                    base + label if (label := labels(entity_ids[i])) is not None else -1
-                    for i in missing.tolist()
-                ]
+            missing = np.flatnonzero(slots < 0) if graph is not None and len(graph) else None
+            if graph is None or missing is None or not len(missing):
+                matrix = exact._matrix[:base]
+                matrix.flags.writeable = False  # a view: the tier's own array stays writable
+                yield slots, matrix
+                return
+            if graph_limit is not None and len(missing) > graph_limit:
+                yield None
+                return
+            labels = graph._labels.get
+            slots[missing] = [
+                base + label if (label := labels(entity_ids[i])) is not None else -1 for i in missing.tolist()
+            ]
             # Each slot once, in slot order (a pass over the stored matrix, not random reads).
             present = slots >= 0
-            used = np.zeros(base + (graph._used if graph is not None else 0), dtype=bool)
+            used = np.zeros(base + graph._used, dtype=bool)
             used[slots[present]] = True
             wanted = np.flatnonzero(used)
             in_exact = wanted[wanted < base]
             parts = [exact._matrix[in_exact]]
-            if graph is not None and len(in_exact) < len(wanted):
+            if len(in_exact) < len(wanted):
                 from_graph = graph._index.get_items(wanted[len(in_exact) :] - base, return_type="numpy")
                 parts.append(np.asarray(from_graph, dtype=np.float32))
-        matrix = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        copied = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts), np.float32)
         rows = np.full(len(slots), -1, dtype=np.int64)
         rows[present] = (np.cumsum(used) - 1)[slots[present]]
-        return rows, np.ascontiguousarray(matrix, dtype=np.float32)
+        yield rows, copied
 
     def items(self) -> tuple[list[str], np.ndarray]:
         with self.lock.read():

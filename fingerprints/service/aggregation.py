@@ -14,8 +14,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -412,17 +412,17 @@ def _recompute_targets(
             turn.enter_context(svc.dbs.catalog.serialized())
             if entity_type is EntityType.PLAYLIST:
                 turn.enter_context(svc.dbs.user.serialized())
-            members = _gather(svc, feature_type, entity_type, step, scan=scan)
-            vectors, counts = aggregate(
-                feature_type.aggregation_method,
-                members.matrix,
-                members.owners,
-                len(step),
-                weights=members.weights,
-                distance=feature_type.distance,
-                rows=members.rows,
-            )
-            version = _oldest_versions(members, len(step))
+            with _gather(svc, feature_type, entity_type, step, scan=scan) as members:
+                vectors, counts = aggregate(
+                    feature_type.aggregation_method,
+                    members.matrix,
+                    members.owners,
+                    len(step),
+                    weights=members.weights,
+                    distance=feature_type.distance,
+                    rows=members.rows,
+                )
+                version = _oldest_versions(members, len(step))
             for start in range(0, len(step), CHUNK_OWNERS):
                 if start and progress.stop_requested():
                     return False
@@ -452,18 +452,33 @@ def _oldest_versions(members: _Members, n_owners: int) -> np.ndarray:
     return out
 
 
+@contextmanager
 def _gather(
     svc: Services, feature_type: FeatureType, entity_type: EntityType, owner_ids: list[str], *, scan: bool
-) -> _Members:
-    """Memberships and member vectors of the owners: one scan of everything, or the members of
-    these owners only. Albums and artists are joined to their tracks by integer rowids."""
+) -> Iterator[_Members]:
+    """Memberships and member vectors of the owners, for the ``with`` block: one scan of
+    everything, or the members of these owners only. Albums and artists are joined to their
+    tracks by integer rowids."""
     if entity_type is not EntityType.PLAYLIST:
-        from_index = _gather_from_index(svc, feature_type, entity_type, owner_ids, scan=scan)
-        if from_index is not None:
-            return from_index
+        with _gather_from_index(svc, feature_type, entity_type, owner_ids, scan=scan) as from_index:
+            if from_index is not None:
+                yield from_index
+                return
     main_only = svc.settings.aggregation_main_artists_only
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
     type_id, dimension = feature_type.id, feature_type.dimension
+    if entity_type is EntityType.ALBUM and scan:
+        # Every album's members with their vectors in one scan: no membership read, no join.
+        with svc.dbs.catalog.read() as conn:
+            rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+            album_rowids, matrix, versions, weight_values = agg_store.album_member_maps(
+                conn, type_id=type_id, dimension=dimension, weight=column
+            )
+        owners = _owner_positions(owner_ids, rowid_of, album_rowids)
+        rows = np.flatnonzero(owners >= 0)
+        weights = weight_values[rows].astype(np.float64) if weight_values is not None else None
+        yield _Members(owners[rows], rows, matrix, versions, weights)
+        return
     if entity_type is EntityType.PLAYLIST:
         with svc.dbs.user.read() as conn:
             pairs = agg_store.memberships(
@@ -510,15 +525,17 @@ def _gather(
     if weighted is not None:
         weight_rowids, weight_values = weighted
         weights = weight_values[positions(weight_rowids, keys)][rows].astype(np.float64)
-    return _Members(owners, rows, matrix, versions, weights)
+    yield _Members(owners, rows, matrix, versions, weights)
 
 
+@contextmanager
 def _gather_from_index(
     svc: Services, feature_type: FeatureType, entity_type: EntityType, owner_ids: list[str], *, scan: bool
-) -> _Members | None:
+) -> Iterator[_Members | None]:
     """``_gather`` with the member vectors taken from the similarity index, which holds every
     track vector of the type in memory: SQL then reads memberships and track ids, no BLOBs.
-    None (read them from SQL instead) unless the index provably equals the database.
+    None (read them from SQL instead) unless the index provably equals the database. The
+    members' matrix may be the index's own, under its read lock until the block ends.
 
     The caller holds catalog.db's write turn, and this process's writes reach the index before
     they give up that turn, so only another process's writes can be missing: those are in the
@@ -540,7 +557,8 @@ def _gather_from_index(
         or index.dimension != feature_type.dimension
         or index.distance is not feature_type.distance
     ):
-        return None
+        yield None
+        return
     position = svc.feed.positions[catalog.name]
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
     with catalog.read() as conn:
@@ -558,25 +576,29 @@ def _gather_from_index(
             if high is not None and low != high
             else {}
         )
-    gathered = index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX)
-    if gathered is None:
-        return None
-    rows, matrix = gathered
-    with catalog.read() as conn:
-        if agg_store.foreign_changes_after(conn, seq=position, origin=catalog.origin):
-            log.info("aggregation of %s/%s: index behind other writers, reading SQL", feature_type.id,
-                     entity_type.value)  # fmt: skip
-            return None
-    # Every map of the type has a version <= high: a track map not among the older ones has it.
-    versions = np.full(len(matrix), high if high is not None else 0, dtype=np.int64)
-    if older:
-        found = rows >= 0
-        member_versions = np.fromiter(map(older.get, track_ids, itertools.repeat(high)), np.int64, len(rows))
-        versions[rows[found]] = member_versions[found]
     owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
-    keep = (owners >= 0) & (rows >= 0)
-    weights = weighted[keep].astype(np.float64) if weighted is not None else None
-    return _Members(owners[keep], rows[keep], matrix, versions, weights)
+    with index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX) as gathered:
+        if gathered is None:
+            yield None
+            return
+        rows, matrix = gathered
+        with catalog.read() as conn:
+            if agg_store.foreign_changes_after(conn, seq=position, origin=catalog.origin):
+                log.info("aggregation of %s/%s: index behind other writers, reading SQL", feature_type.id,
+                         entity_type.value)  # fmt: skip
+                yield None
+                return
+        # Every map of the type has a version <= high: a track map not among the older ones has it.
+        versions = np.full(len(matrix), high if high is not None else 0, dtype=np.int64)
+        if older:
+            found = rows >= 0
+            member_versions = np.fromiter(
+                map(older.get, track_ids, itertools.repeat(high)), np.int64, len(rows)
+            )
+            versions[rows[found]] = member_versions[found]
+        keep = (owners >= 0) & (rows >= 0)
+        weights = weighted[keep].astype(np.float64) if weighted is not None else None
+        yield _Members(owners[keep], rows[keep], matrix, versions, weights)
 
 
 def _owner_positions(owner_ids: list[str], rowid_of: dict[str, int], owner_rowids: np.ndarray) -> np.ndarray:

@@ -330,30 +330,81 @@ def track_maps(
     params: dict[str, Any] = {"type_id": type_id}
     if track_ids is not None:
         params["ids"] = dialect.list_param(conn, track_ids)
-    # Each track has at most one map of a type: the track count bounds the rows, so the matrix
-    # is allocated once (its untouched tail costs nothing) and filled batch by batch.
-    capacity = (
-        len(track_ids)
-        if track_ids is not None
-        else int(conn.execute(select(func.count()).select_from(tracks)).scalar_one())
+    # Each track has at most one map of a type: the track count bounds the rows.
+    capacity = len(track_ids) if track_ids is not None else _track_count(conn)
+    (rowids, versions), matrix = _vector_rows(
+        conn, ("track_maps", filtered), build, params, capacity=capacity, dimension=dimension, ints=2
     )
+    return rowids, matrix, versions
+
+
+def album_member_maps(
+    conn: Connection, *, type_id: str, dimension: int, weight: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every album membership with its track's map of one feature type, in one scan of the maps:
+    album rowids, (n, dimension) matrix, versions, and the track's ``weight`` column if asked.
+    A track is on one album at most, so each map is read once, and the members need no join
+    to the vectors afterwards. Tracks without an album or without a map are not listed."""
+    fm, t = feature_maps.c, tracks.c
+
+    def build() -> Any:
+        extra = [t[weight]] if weight is not None else []
+        return (
+            select(t.album_rowid, fm.vector, fm.version, *extra)
+            .select_from(feature_maps.join(tracks, t.id == fm.entity_id))
+            .where(
+                fm.feature_type_id == bindparam("type_id"),
+                fm.entity_type == EntityType.TRACK.value,
+                t.album_rowid.is_not(None),
+            )
+        )
+
+    columns, matrix = _vector_rows(
+        conn,
+        ("album_member_maps", weight),
+        build,
+        {"type_id": type_id},
+        capacity=_track_count(conn),
+        dimension=dimension,
+        ints=2 if weight is None else 3,
+    )
+    return columns[0], matrix, columns[1], columns[2] if weight is not None else None
+
+
+def _track_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(tracks)).scalar_one())
+
+
+def _vector_rows(
+    conn: Connection,
+    key: Any,
+    build: Any,
+    params: dict[str, Any],
+    *,
+    capacity: int,
+    dimension: int,
+    ints: int,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """A bulk read of rows ``(int, vector BLOB, int, ...)``: ``ints`` int64 columns and the
+    (n, dimension) float32 matrix. The arrays are allocated once for ``capacity`` rows (an
+    untouched tail costs nothing) and filled batch by batch, each batch's BLOBs joined and
+    decoded straight into the matrix."""
     matrix = np.empty((capacity, dimension), dtype=VECTOR_DTYPE)
-    rowids = np.empty(capacity, dtype=np.int64)
-    versions = np.empty(capacity, dtype=np.int64)
+    columns = [np.empty(capacity, dtype=np.int64) for _ in range(ints)]
+    getters = [itemgetter(0), *(itemgetter(i) for i in range(2, ints + 1))]
     n = 0
-    for batch in dialect.cached_batches(conn, ("track_maps", filtered), build, params, size=READ_BATCH):
+    for batch in dialect.cached_batches(conn, key, build, params, size=READ_BATCH):
         k = len(batch)
-        if n + k > capacity:  # tracks added since the count: grow (rare)
+        if n + k > capacity:  # rows added since the count: grow (rare)
             capacity = max(2 * capacity, n + k)
             matrix = np.resize(matrix, (capacity, dimension))
-            rowids, versions = np.resize(rowids, capacity), np.resize(versions, capacity)
-        rowids[n : n + k] = np.fromiter(map(itemgetter(0), batch), np.int64, k)
-        # One join of the batch's BLOBs, decoded straight into the matrix (one copy).
+            columns = [np.resize(column, capacity) for column in columns]
+        for column, get in zip(columns, getters, strict=True):
+            column[n : n + k] = np.fromiter(map(get, batch), np.int64, k)
         packed = b"".join(map(itemgetter(1), batch))
         matrix[n : n + k] = np.frombuffer(packed, dtype=VECTOR_DTYPE).reshape(k, dimension)
-        versions[n : n + k] = np.fromiter(map(itemgetter(2), batch), np.int64, k)
         n += k
-    return rowids[:n], matrix[:n].astype(np.float32, copy=False), versions[:n]
+    return [column[:n] for column in columns], matrix[:n].astype(np.float32, copy=False)
 
 
 def track_weights(

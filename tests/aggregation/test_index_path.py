@@ -3,6 +3,7 @@ the index might differ from the database."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,11 @@ def _run(
 
 
 def _spy_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the index gathers and the SQL reads of track vectors from here on."""
+    """Count the index gathers and the SQL reads of track vectors (with or without the
+    album memberships) from here on."""
     calls = {"index": 0, "sql": 0}
     gather, track_maps = KeyIndex.gather, aggregation.agg_store.track_maps
+    album_member_maps = aggregation.agg_store.album_member_maps
 
     def counted_gather(self: KeyIndex, ids: list[str], **kwargs: Any) -> tuple[np.ndarray, np.ndarray] | None:
         calls["index"] += 1
@@ -108,8 +111,13 @@ def _spy_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         calls["sql"] += 1
         return track_maps(*args, **kwargs)  # type: ignore[arg-type]
 
+    def counted_album_member_maps(*args: object, **kwargs: object) -> Any:
+        calls["sql"] += 1
+        return album_member_maps(*args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(KeyIndex, "gather", counted_gather)
     monkeypatch.setattr(aggregation.agg_store, "track_maps", counted_track_maps)
+    monkeypatch.setattr(aggregation.agg_store, "album_member_maps", counted_album_member_maps)
     return calls
 
 
@@ -150,14 +158,14 @@ def test_averages_from_the_index_equal_numpy(services: Services, monkeypatch: py
     data = _catalog(services, Distance.EUCLIDEAN, AggregationMethod.AVERAGE)
     index = _load_index(services)
     got = _run(services, scan_min=1, monkeypatch=monkeypatch)
-    gathered = index.gather(data.track_ids)
-    assert gathered is not None
-    rows, matrix = gathered
-    for album, album_id in enumerate(data.album_ids):
-        members = rows[(data.album_of == album) & (rows >= 0)]
-        if len(members):
-            want = matrix[members].astype(np.float64).mean(axis=0).astype(np.float32)
-            np.testing.assert_allclose(got[f"album/{album_id}"][1], want, rtol=1e-6, atol=1e-6)
+    with index.gather(data.track_ids) as gathered:
+        assert gathered is not None
+        rows, matrix = gathered
+        for album, album_id in enumerate(data.album_ids):
+            members = rows[(data.album_of == album) & (rows >= 0)]
+            if len(members):
+                want = matrix[members].astype(np.float64).mean(axis=0).astype(np.float32)
+                np.testing.assert_allclose(got[f"album/{album_id}"][1], want, rtol=1e-6, atol=1e-6)
 
 
 def test_graph_and_fresh_tier_give_the_same_aggregates(
@@ -186,11 +194,49 @@ def test_gather_copies_each_vector_once(services: Services) -> None:
     data = _catalog(services, Distance.DOT_PRODUCT, AggregationMethod.AVERAGE)
     index = _load_index(services)
     ids = [data.track_ids[5], "nope", data.track_ids[290], data.track_ids[5], data.track_ids[7]]
-    gathered = index.gather(ids)
-    assert gathered is not None
-    rows, matrix = gathered
-    assert rows[1] == -1 and rows[2] == -1 and rows[0] == rows[3] and len(matrix) == 2
-    np.testing.assert_array_equal(matrix[rows[4]], index.get(data.track_ids[7]))
+    index.build_graph()
+    assert not ingest.ingest_feature_maps(
+        services,
+        feature_type_id=TYPE_ID,
+        features=[{"entity_type": "track", "entity_id": data.track_ids[7], "vector": data.vectors[7] * 3}],
+    ).errors
+    assert len(index.exact) == 1  # track 7 in the fresh tier, the others in the graph
+    with index.gather(ids) as gathered:
+        assert gathered is not None
+        rows, matrix = gathered
+        assert rows[1] == -1 and rows[2] == -1 and rows[0] == rows[3] and len(matrix) == 2
+        np.testing.assert_array_equal(matrix[rows[4]], index.get(data.track_ids[7]))
+        np.testing.assert_array_equal(matrix[rows[0]], index.get(data.track_ids[5]))
+    with index.gather(ids, graph_limit=1) as gathered:
+        assert gathered is None  # two ids are not in the exact tier: read SQL instead
+
+
+def test_gather_lends_the_exact_matrix_under_the_read_lock(services: Services) -> None:
+    """No graph: the block reads the exact tier's own matrix, read-only, and a writer waits for
+    the block to end (the rows it reads cannot move under it)."""
+    data = _catalog(services, Distance.EUCLIDEAN, AggregationMethod.AVERAGE)
+    index = _load_index(services)
+    ids = [data.track_ids[3], "nope", data.track_ids[3], data.track_ids[9]]
+    want = index.get(data.track_ids[9])
+    assert want is not None
+    written = threading.Event()
+
+    def write() -> None:
+        index.remove_many([data.track_ids[9]])
+        written.set()
+
+    with index.gather(ids) as gathered:
+        assert gathered is not None
+        rows, matrix = gathered
+        assert np.shares_memory(matrix, index.exact._matrix) and not matrix.flags.writeable
+        assert rows[1] == -1 and rows[0] == rows[2]
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not written.wait(0.2)
+        np.testing.assert_array_equal(matrix[rows[3]], want)
+    writer.join(5)
+    assert written.is_set() and index.get(data.track_ids[9]) is None
+    assert index.exact._matrix.flags.writeable
 
 
 def test_sql_is_read_without_a_feed_or_with_a_foreign_write_pending(

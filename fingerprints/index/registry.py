@@ -146,18 +146,19 @@ class KeyIndex:
 
     @contextmanager
     def gather(
-        self, entity_ids: Sequence[str], *, graph_limit: int | None = None
+        self, entity_ids: Sequence[str], *, graph_limit: int | None = None, lend: bool = True
     ) -> Iterator[tuple[np.ndarray, np.ndarray] | None]:
         """The stored vectors of some entities (unit length under cosine), for the ``with``
         block only: ``(rows, matrix)``, the vector of ``entity_ids[i]`` being
         ``matrix[rows[i]]``, -1 for none. None when more than ``graph_limit`` of the ids are not
         in the exact tier (hnswlib copies a vector out of its graph in about 10 us).
 
-        The read lock is held for the whole block, and ``matrix`` is the exact tier's own
-        matrix (read-only) when every found id is in it: a reader that aggregates a million
-        members then reads each vector once, where a copy first would write and read them all
-        again. Writers wait for the block; keep it to the computation. With graph members the
-        found vectors are copied, each once, in slot order."""
+        ``lend``: when every found id is in the exact tier, ``matrix`` is that tier's own
+        matrix (read-only) and the read lock is held until the block ends, so a reader that
+        aggregates a million members reads each vector once, where a copy first would write
+        and read them all again. Writers wait for the block: keep it to one pass over the
+        members. Otherwise the found vectors are copied, each once, in slot order, and the
+        block runs without the lock."""
         with self.lock.read():
             # Slots: exact rows first, graph labels after them. An id is in one tier at most (an
             # upsert takes it out of the graph). The tiers' own maps are read: this class owns them.
@@ -166,8 +167,8 @@ class KeyIndex:
                 map(exact._rows.get, entity_ids, itertools.repeat(-1)), np.int64, len(entity_ids)
             )
             base = len(exact)
-            missing = np.flatnonzero(slots < 0) if graph is not None and len(graph) else None
-            if graph is None or missing is None or not len(missing):
+            missing = np.flatnonzero(slots < 0) if graph is not None and len(graph) else np.empty(0, np.int64)
+            if lend and not len(missing):
                 matrix = exact._matrix[:base]
                 matrix.flags.writeable = False  # a view: the tier's own array stays writable
                 yield slots, matrix
@@ -175,18 +176,22 @@ class KeyIndex:
             if graph_limit is not None and len(missing) > graph_limit:
                 yield None
                 return
-            labels = graph._labels.get
-            slots[missing] = [
-                base + label if (label := labels(entity_ids[i])) is not None else -1 for i in missing.tolist()
-            ]
+            if len(missing):
+                assert graph is not None
+                labels = graph._labels.get
+                slots[missing] = [
+                    base + label if (label := labels(entity_ids[i])) is not None else -1
+                    for i in missing.tolist()
+                ]
             # Each slot once, in slot order (a pass over the stored matrix, not random reads).
             present = slots >= 0
-            used = np.zeros(base + graph._used, dtype=bool)
+            used = np.zeros(base + (graph._used if graph is not None else 0), dtype=bool)
             used[slots[present]] = True
             wanted = np.flatnonzero(used)
             in_exact = wanted[wanted < base]
             parts = [exact._matrix[in_exact]]
             if len(in_exact) < len(wanted):
+                assert graph is not None
                 from_graph = graph._index.get_items(wanted[len(in_exact) :] - base, return_type="numpy")
                 parts.append(np.asarray(from_graph, dtype=np.float32))
         copied = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts), np.float32)

@@ -577,7 +577,10 @@ def _gather_from_index(
             else {}
         )
     owners = _owner_positions(owner_ids, rowid_of, owner_rowids)
-    with index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX) as gathered:
+    # The index's lock is held while the caller aggregates from its matrix: fine for one pass
+    # over the members, not for the median's iterations (a copy of the members, then no lock).
+    lend = feature_type.aggregation_method is not AggregationMethod.CENTROID
+    with index.gather(track_ids, graph_limit=GRAPH_GATHER_MAX, lend=lend) as gathered:
         if gathered is None:
             yield None
             return

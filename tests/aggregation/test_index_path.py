@@ -131,7 +131,13 @@ def _assert_same(got: dict[str, tuple[int, np.ndarray]], want: dict[str, tuple[i
 
 @pytest.mark.parametrize("distance", list(Distance))
 @pytest.mark.parametrize(
-    "method", [AggregationMethod.AVERAGE, AggregationMethod.WEIGHTED_BY_DURATION, AggregationMethod.MAX]
+    "method",
+    [
+        AggregationMethod.AVERAGE,
+        AggregationMethod.WEIGHTED_BY_DURATION,
+        AggregationMethod.MAX,
+        AggregationMethod.CENTROID,  # from a copy, not under the index's lock
+    ],
 )
 @pytest.mark.parametrize("scan_min", [1, 10**9], ids=["scan", "lookup"])
 def test_index_and_sql_paths_store_the_same_aggregates(
@@ -217,8 +223,8 @@ def test_gather_lends_the_exact_matrix_under_the_read_lock(services: Services) -
     data = _catalog(services, Distance.EUCLIDEAN, AggregationMethod.AVERAGE)
     index = _load_index(services)
     ids = [data.track_ids[3], "nope", data.track_ids[3], data.track_ids[9]]
-    want = index.get(data.track_ids[9])
-    assert want is not None
+    want, kept = index.get(data.track_ids[9]), index.get(data.track_ids[3])
+    assert want is not None and kept is not None
     written = threading.Event()
 
     def write() -> None:
@@ -237,6 +243,18 @@ def test_gather_lends_the_exact_matrix_under_the_read_lock(services: Services) -
     writer.join(5)
     assert written.is_set() and index.get(data.track_ids[9]) is None
     assert index.exact._matrix.flags.writeable
+
+    # lend=False: a copy, and writers go ahead during the block.
+    with index.gather(ids, lend=False) as gathered:
+        assert gathered is not None
+        rows, matrix = gathered
+        assert not np.shares_memory(matrix, index.exact._matrix) and len(matrix) == 1
+        assert rows.tolist() == [0, -1, 0, -1]
+        writer = threading.Thread(target=index.remove_many, args=([data.track_ids[3]],))
+        writer.start()
+        writer.join(5)
+        assert not writer.is_alive() and index.get(data.track_ids[3]) is None
+        np.testing.assert_array_equal(matrix[0], kept)
 
 
 def test_sql_is_read_without_a_feed_or_with_a_foreign_write_pending(

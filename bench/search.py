@@ -759,6 +759,8 @@ def run(
                         raise RuntimeError("the service's graph build timed out")
                     time.sleep(0.01)
                 result.build["service graph (build_tuned_graph)"] = time.perf_counter() - t1 - loaded
+                if key.graph.M != m:  # the comparison holds M equal on both sides
+                    raise RuntimeError(f"the service built its graph with M={key.graph.M}, not {m}")
                 _wait_for_graph(key)
                 say(f"  service graph built in {result.build['service graph (build_tuned_graph)']:.1f}s")
                 t1 = time.perf_counter()

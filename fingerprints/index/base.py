@@ -19,6 +19,11 @@ from fingerprints.domain import Distance
 
 FLOAT32 = np.dtype(np.float32)  # the native one, a singleton: compared with ``is``
 
+try:  # ``np.einsum`` without its Python wrapper (which calls it when not optimising): same sums
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # pragma: no cover - numpy < 2
+    _einsum = np.einsum
+
 
 @dataclass(frozen=True, slots=True)
 class Hits:
@@ -63,8 +68,10 @@ class VectorIndex(Protocol):
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> Hits:
-        """The ``k`` best matches not in ``exclude`` with score >= ``min_score``."""
+        """The ``k`` best matches not in ``exclude`` with score >= ``min_score``; ``prepared``:
+        the query is already as ``prepare_query`` makes it."""
 
     def search_batch(
         self,
@@ -73,8 +80,9 @@ class VectorIndex(Protocol):
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> list[Hits]:
-        """``search`` for each row of ``queries``."""
+        """``search`` for each row of ``queries`` (``prepared``: as ``prepare`` makes them)."""
 
     def items(self) -> tuple[list[str], np.ndarray]:
         """Every id with its stored (prepared) vector, as one (n, dimension) matrix."""
@@ -110,10 +118,32 @@ def prepare_query(query: np.ndarray, distance: Distance) -> np.ndarray:
     if query.dtype is FLOAT32 and query.ndim == 1 and query.flags.c_contiguous:
         if distance is not Distance.COSINE:
             return query
-        squared = float(np.einsum("i,i->", query, query))
+        squared = float(_einsum("i,i->", query, query))
         if 0 < squared < math.inf:
-            return query / np.float32(math.sqrt(squared))  # sqrt in float64 rounds as float32's
+            # The norm is rounded to float32 before the division, as a batch's is (sqrt in
+            # float64 then rounded is float32's sqrt). A Python float, not an np.float32: numpy
+            # rounds it the same way, and a numpy scalar operand costs a detour through its
+            # scalar machinery (about 4 us a query when the search has left the caches cold).
+            return query / math.sqrt(squared)
     return prepare(query, distance).reshape(-1)
+
+
+def prepare_valid_query(query: np.ndarray, distance: Distance) -> np.ndarray | None:
+    """``prepare_query`` of a float32 vector that is plainly a valid query, else None.
+
+    One sum of squares both checks and normalises: finite, so every value is finite, and
+    positive, so not all zero (which cosine cannot rank by). None (the caller validates the
+    long way) for a non-finite value, squares overflowing or underflowing float32, an all-zero
+    cosine vector, or a layout ``prepare_query`` would not take as is.
+    """
+    if query.dtype is not FLOAT32 or query.ndim != 1 or not query.flags.c_contiguous:
+        return None
+    squared = float(_einsum("i,i->", query, query))
+    if distance is not Distance.COSINE:
+        return query if squared < math.inf else None
+    if 0 < squared < math.inf:
+        return query / math.sqrt(squared)  # as in prepare_query
+    return None
 
 
 def key_threshold(min_score: float | None, distance: Distance) -> float | None:

@@ -7,7 +7,14 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from fingerprints.domain import Distance
-from fingerprints.index.base import Hits, hits_from_keys, key_threshold, order_by_key_then_id, prepare
+from fingerprints.index.base import (
+    Hits,
+    hits_from_keys,
+    key_threshold,
+    order_by_key_then_id,
+    prepare,
+    prepare_query,
+)
 
 MIN_CAPACITY = 1024
 # Batch selection samples every SAMPLE_STRIDE-th column to find, per query, a key that at
@@ -127,10 +134,13 @@ class ExactIndex:
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> Hits:
+        """``prepared``: the query is already as ``prepare_query`` makes it (not normalised again)."""
         if k <= 0 or not len(self):
             return Hits.empty(self.distance)
-        q = prepare(query, self.distance).reshape(self.dimension)
+        q = np.asarray(query) if prepared else prepare_query(np.asarray(query), self.distance)
+        q = np.ascontiguousarray(q, dtype=np.float32).reshape(self.dimension)
         keys = self._keys(q[None, :])[0]
         self._mask(keys, exclude)
         return self._select(q, keys, _candidates(keys, k, self._slack(q[None, :])[0]), k, min_score)
@@ -142,11 +152,13 @@ class ExactIndex:
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> list[Hits]:
         queries = np.asarray(queries).reshape(-1, self.dimension)
         if k <= 0 or not len(self):
             return [Hits.empty(self.distance) for _ in range(len(queries))]
-        q = prepare(queries, self.distance).reshape(-1, self.dimension)
+        q = np.ascontiguousarray(queries, dtype=np.float32) if prepared else prepare(queries, self.distance)
+        q = q.reshape(-1, self.dimension)
         keys = self._keys(q)
         self._mask(keys, exclude)
         rows, cols = _batch_candidates(keys, k, self._slack(q))

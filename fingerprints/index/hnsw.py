@@ -167,18 +167,20 @@ class HnswIndex:
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> Hits:
+        """``prepared``: the query is already as ``prepare_query`` makes it (not normalised again)."""
         if exclude or min_score is not None or not 0 < k <= len(self._labels):
             return self.search_batch(
-                np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score
+                np.asarray(query).reshape(1, -1), k, exclude=exclude, min_score=min_score, prepared=prepared
             )[0]
         # The common case, kept lean (a single search pays per numpy call, not per float): one
         # row, one thread (hnswlib answers a single row in the calling thread), no filtering.
-        q = prepare_query(np.asarray(query), self.distance)
+        q = query if prepared else prepare_query(np.asarray(query), self.distance)
         try:
             labels, dist = self._index.knn_query(q, k, 1)
         except RuntimeError:
-            return self.search_batch(np.asarray(query).reshape(1, -1), k)[0]
+            return self.search_batch(np.asarray(query).reshape(1, -1), k, prepared=prepared)[0]
         keys = -dist[0] if self.distance is Distance.EUCLIDEAN else 1 - dist[0]
         ids: list[str] = list(map(self._ids.__getitem__, labels.tolist()[0]))  # type: ignore[arg-type]  # live labels
         if len(set(keys.tolist())) < k:  # hnswlib's order is right unless two keys tie
@@ -195,8 +197,12 @@ class HnswIndex:
         *,
         exclude: Collection[str] = (),
         min_score: float | None = None,
+        prepared: bool = False,
     ) -> list[Hits]:
-        queries = prepare(queries, self.distance).reshape(-1, self.dimension)
+        if prepared:
+            queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
+        else:
+            queries = prepare(queries, self.distance).reshape(-1, self.dimension)
         n = len(self)
         if k <= 0 or not n:
             return [Hits.empty(self.distance) for _ in range(len(queries))]

@@ -67,7 +67,11 @@ class _ReadGuard:
     def __exit__(
         self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
     ) -> None:
-        self._lock.release_read()
+        lock = self._lock
+        with lock._mutex:  # release_read, inlined
+            lock._readers -= 1
+            if not lock._readers and lock._waiting_writers:
+                lock._cond.notify_all()
 
 
 class _WriteGuard:

@@ -114,15 +114,24 @@ class KeyIndex:
     # ------------------------------------------------------------------ reads
 
     def search(
-        self, query: np.ndarray, k: int, *, exclude: Collection[str] = (), min_score: float | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        exclude: Collection[str] = (),
+        min_score: float | None = None,
+        prepared: bool = False,
     ) -> Hits:
+        """``prepared``: the query is already as ``prepare_query`` makes it (both tiers take it
+        as is, so the results are those of the raw query, bit for bit)."""
         with self.lock.read():
-            if self.graph is None:
-                return self.exact.search(query, k, exclude=exclude, min_score=min_score)
-            main = self.graph.search(query, k, exclude=exclude, min_score=min_score)
-            if not len(self.exact):  # the fresh tier is empty most of the time
+            graph, exact = self.graph, self.exact
+            if graph is None:
+                return exact.search(query, k, exclude=exclude, min_score=min_score, prepared=prepared)
+            main = graph.search(query, k, exclude=exclude, min_score=min_score, prepared=prepared)
+            if not exact._ids:  # the fresh tier is empty most of the time (its list read as gather does)
                 return main
-            fresh = self.exact.search(query, k, exclude=exclude, min_score=min_score)
+            fresh = exact.search(query, k, exclude=exclude, min_score=min_score, prepared=prepared)
         return merge_hits([fresh, main], k)
 
     def search_batch(

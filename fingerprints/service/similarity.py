@@ -21,7 +21,7 @@ from fingerprints.domain import (
     parse_enum,
 )
 from fingerprints.errors import NotFound, ValidationError, VectorError
-from fingerprints.index.base import Hits, prepare
+from fingerprints.index.base import Hits, prepare, prepare_query, prepare_valid_query
 from fingerprints.index.exact import ExactIndex
 from fingerprints.index.registry import KeyIndex, take
 from fingerprints.service import indexing
@@ -428,8 +428,16 @@ def _by_vector(svc: Services, type_id: object, vector: object, limit: object) ->
     feature_type = cached_feature_type(svc, type_id)
     if feature_type is None or not feature_type.is_active or not feature_type.applies(EntityType.TRACK):
         return None
-    query = _raw_vector(vector, feature_type)
-    hits = indexing.key_index(svc, feature_type, EntityType.TRACK).search(query, k)
+    # One sum of squares validates an in-process float32 vector and normalises it; the index
+    # takes it as prepared (bit for bit what it would make of the raw vector itself).
+    query = (
+        prepare_valid_query(vector, feature_type.distance)
+        if type(vector) is np.ndarray and vector.shape == (feature_type.dimension,)
+        else None
+    )
+    if query is None:
+        query = prepare_query(_raw_vector(vector, feature_type), feature_type.distance)
+    hits = indexing.key_index(svc, feature_type, EntityType.TRACK).search(query, k, prepared=True)
     return SimilarResult(EntityType.TRACK, [Weighted(feature_type, 1.0)], _items(EntityType.TRACK, hits))
 
 

@@ -28,3 +28,17 @@ def test_search_benchmark_smoke() -> None:
         "exact, database": "database",
     }
     assert result.goals and "goals" in out.getvalue()
+
+
+def test_search_benchmark_m_and_skip_exact() -> None:
+    """``--m`` sets M of both graphs (the service's and raw hnswlib's) and is printed;
+    ``--skip-exact`` leaves out the exact section and its goals."""
+    out = io.StringIO()
+    result = run(
+        n=1000, dim=16, queries=30, repeats=1, m=8, skip_exact=True, tune_m=False, cold=False, out=out
+    )
+    report = out.getvalue()
+    assert result.m == 8 and "HNSW (M=8 for both graphs" in report
+    assert not result.exact_single and "exact, single query" not in report
+    assert [row.ef for row in result.hnsw] == [50, 100, 200]
+    assert result.goals and all(g.name.startswith("HNSW") for g in result.goals)

@@ -231,7 +231,15 @@ async def test_hnsw_build_fresh_tier_and_recall(settings_for: SettingsFor, tmp_p
         assert_matches(await by_vector(client, centers[1]), reference(vectors, centers[1], "cosine"), 10)
         status = await key_status(client, KEY)
         assert status is not None and status["size"] == 1500, status
-        observed_building = status["building"]
+        # the build starts once the key's writes have paused (FINGERPRINTS_HNSW_BUILD_QUIET_SECONDS):
+        # wait for it before writing, or a loaded machine might see the writes defer it to the end
+        deadline = time.monotonic() + 30
+        while not status["building"]:
+            assert status["kind"] != "hnsw", "the graph was built before the test saw it building"
+            assert time.monotonic() < deadline, await readyz(client)
+            await asyncio.sleep(0.02)
+            status = await key_status(client, KEY)
+            assert status is not None
 
         # while the graph is built: each new vector is found at once (concurrent writers too)
         async def write_then_read(i: int) -> None:
@@ -243,9 +251,6 @@ async def test_hnsw_build_fresh_tier_and_recall(settings_for: SettingsFor, tmp_p
         await asyncio.gather(*(write_then_read(i) for i in range(1500, 1510)))
         for i in range(1510, 1520):
             await write_then_read(i)
-            status = await key_status(client, KEY)
-            observed_building = observed_building or (status is not None and status["building"])
-        assert observed_building, "the build was never observed in progress"
 
         status = await wait_for_key(client, KEY, kind="hnsw")
         assert status["size"] == 1520, status

@@ -1,63 +1,78 @@
-"""The GraphQL executor: graphql-core's, with plain leaf fields resolved in one step.
+"""The GraphQL executor: graphql-core's, with the fields of each object resolved by plan.
 
-Most fields of a response are plain leaves: an id, a name, a score, read straight off the
-object (a Strawberry field without a resolver) and coerced by their scalar. graphql-core runs
-each one through its general path: a resolve-info record of fifteen members, Strawberry's
-resolver wrapper, an awaitable check and a recursive completion (non-null, list, leaf...),
-which together cost several times the read itself; a 20-item track page has some 200 of them.
+A 20-item track page has some 90 objects and 300 fields. graphql-core takes each field
+through its general path: ``execute_field`` (a resolve-info record, Strawberry's resolver
+chain, an awaitable check), then ``complete_value`` (non-null, list, leaf, abstract, object,
+each a call), then per object ``complete_object_value``, ``collect_and_execute_subfields``
+and the incremental executor's ``execute_collected_subfields`` before ``execute_fields``.
 
-``Executor.execute_fields`` (graphql-core's, one object's fields) takes a shorter path for such
-a field when the query passes it no arguments and no extension hooks field resolution: read
-the attribute, refuse a null for a non-null field, coerce the value with the field's scalar or
-enum, all in place (no path record, no resolve info, no resolver call). The value and the
-errors are the ones the general path gives (same messages, same ``handle_field_error``);
-anything else, an awaitable value included, goes the general way (``execute_field``).
+``Executor`` keeps that structure and its semantics (values, errors, paths, null
+propagation) and shortens it where nothing can observe the difference:
+
+- ``execute_fields`` resolves each field by its ``FieldPlan`` (schema/plans.py): a plain leaf
+  is read and coerced in place (no path, no resolve info, no call); a plain attribute or a
+  resolver without extensions is read or called directly, then completed as graphql-core
+  completes it; any other field goes through ``execute_field``.
+- ``complete_value`` handles non-null, leaf, list and object types without the extra level
+  of recursion per non-null wrapper, and objects without ``is_type_of`` without
+  ``complete_object_value``; abstract types and anything unusual take graphql-core's way.
+- Leaves of the built-in scalars whose value already is what the scalar would return (a
+  ``str`` for ``String``/``ID``, an ``int`` in range for ``Int``, a finite ``float``) are
+  returned as they are: that is what their ``serialize`` returns for them.
+
+None of this applies when a schema extension hooks field resolution (a middleware must see
+every field) or when incremental delivery (``@defer``/``@stream``) is in play.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable
 from typing import Any
 
-from graphql import GraphQLField, GraphQLLeafType, GraphQLObjectType, Undefined
+from graphql import (
+    GraphQLBoolean,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLString,
+    Undefined,
+)
+from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, gather_with_cancel
-from graphql.type import GraphQLNonNull, is_leaf_type
+from graphql.type import is_leaf_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-# (python attribute, getter, leaf type, non-null) of a plain leaf field; None: not one.
-Plan = tuple[str, Callable[[Any, str], Any], GraphQLLeafType, bool]
-# By the field's resolver: Strawberry makes one per field and schema (GraphQLField is unhashable).
-# A plain dict (a weak one costs more per lookup than the rest of the short path): it grows
-# with the number of schemas built, one in a server.
-_PLANS: dict[Callable[..., Any], Plan | None] = {}
+from fingerprints.schema.plans import ATTRIBUTE, LEAF, RESOLVER, FieldPlan, plan_of
+
+MAX_INT, MIN_INT = 2_147_483_647, -2_147_483_648
 
 
-def plain_leaf(field: GraphQLField) -> Plan | None:
-    """How to read ``field`` in one step, if it is a Strawberry field without a resolver, without
-    arguments, of a scalar or enum type."""
-    resolve = field.resolve
-    if resolve is None:
-        return None
-    try:
-        return _PLANS[resolve]
-    except KeyError:
-        pass
-    plan: Plan | None = None
-    definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-    field_type = field.type
-    non_null = isinstance(field_type, GraphQLNonNull)
-    leaf = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
-    if (
-        getattr(resolve, "_is_default", False)  # Strawberry's resolver of a field without one
-        and definition is not None
-        and definition.is_basic_field  # no field extensions (permission classes...) to run
-        and not field.args
-        and is_leaf_type(leaf)
-    ):
-        plan = (definition.python_name, definition.default_resolver, leaf, non_null)
-    _PLANS[resolve] = plan
-    return plan
+def _fast_leaf(leaf: GraphQLLeafType, value: Any) -> Any:
+    """``value`` when the built-in scalar ``leaf`` would serialize it to itself; else
+    ``_COERCE`` (then the scalar's own ``coerce_output_value`` decides)."""
+    kind = type(value)
+    if kind is str:
+        if leaf is GraphQLString or leaf is GraphQLID:
+            return value
+    elif kind is int:
+        if leaf is GraphQLInt and MIN_INT <= value <= MAX_INT:
+            return value
+    elif kind is float:
+        if leaf is GraphQLFloat and math.isfinite(value):
+            return value
+    elif kind is bool and leaf is GraphQLBoolean:
+        return value
+    return _COERCE
+
+
+_COERCE = object()
 
 
 class Executor(StrawberryGraphQLCoreExecutionContext):
@@ -66,6 +81,11 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         manager = self.middleware_manager
         # A schema extension with a ``resolve`` hook must see every field: no short path then.
         self._short = not (manager is not None and manager.middlewares)
+        # Without the @stream directive in the schema no list is streamed (a document using
+        # it would not validate): lists complete without asking about streams.
+        self._streams = self.schema.get_directive("stream") is not None
+
+    # ------------------------------------------------------------------ fields of an object
 
     def execute_fields(
         self,
@@ -75,9 +95,9 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         grouped_field_set: Any,
         position_context: Any,
     ) -> Any:
-        """graphql-core's ``execute_fields`` (fields of one object, concurrently), with plain
-        leaves read in place: no path record, no ``execute_field`` call for them."""
-        if not self._short:
+        """graphql-core's ``execute_fields`` (the fields of one object, concurrently), each
+        field resolved by its plan."""
+        if not self._short or position_context is not None:
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
@@ -85,36 +105,54 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
         fields = parent_type.fields
+        schema = self.schema
         try:
             for response_name, field_details_list in grouped_field_set.items():
                 node = field_details_list[0].node
                 field = fields.get(node.name.value)
-                plan = plain_leaf(field) if field is not None and not node.arguments else None
-                if plan is not None:
-                    assert field is not None
-                    value = self._leaf(plan, field, parent_type, source_value, field_details_list)
-                    if value is not GENERAL:
-                        if isinstance(value, _Failed):
-                            self.handle_field_error(
-                                value.error,
-                                field.type,
-                                field_details_list,
-                                Path(path, response_name, parent_type.name),
-                            )
-                            value = None
-                        results[response_name] = value
+                plan = plan_of(schema, field) if field is not None else None
+                if plan is None or (plan.kind != RESOLVER and node.arguments):
+                    result = self.execute_field(
+                        parent_type,
+                        source_value,
+                        field_details_list,
+                        Path(path, response_name, parent_type.name),
+                        None,
+                    )
+                    if result is Undefined:
                         continue
-                result = self.execute_field(
-                    parent_type,
-                    source_value,
-                    field_details_list,
-                    Path(path, response_name, parent_type.name),
-                    position_context,
-                )
-                if result is not Undefined:
-                    results[response_name] = result
-                    if is_awaitable(result):
-                        awaitable_fields.append(response_name)
+                elif plan.kind == LEAF:
+                    assert field is not None
+                    result = self._leaf(plan, parent_type, source_value, field_details_list)
+                    if isinstance(result, _Failed):
+                        self.handle_field_error(
+                            result.error,
+                            field.type,
+                            field_details_list,
+                            Path(path, response_name, parent_type.name),
+                        )
+                        result = None
+                    elif result is _GENERAL:
+                        result = self.execute_field(
+                            parent_type,
+                            source_value,
+                            field_details_list,
+                            Path(path, response_name, parent_type.name),
+                            None,
+                        )
+                else:
+                    assert field is not None
+                    result = self._execute_planned(
+                        plan,
+                        field,
+                        parent_type,
+                        source_value,
+                        field_details_list,
+                        Path(path, response_name, parent_type.name),
+                    )
+                results[response_name] = result
+                if is_awaitable(result):
+                    awaitable_fields.append(response_name)
         except Exception:
             if awaitable_fields:
                 # Settle the awaitables other fields created: they may fail too.
@@ -136,35 +174,142 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         return get_results()
 
     def _leaf(
-        self,
-        plan: Plan,
-        field: GraphQLField,
-        parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: Any,
+        self, plan: FieldPlan, parent_type: GraphQLObjectType, source: Any, field_details_list: Any
     ) -> Any:
-        """The completed value of a plain leaf field; ``GENERAL`` when the general path must
+        """The completed value of a plain leaf field; ``_GENERAL`` when the general path must
         take it (an awaitable value), a ``_Failed`` when it raised (a field error)."""
-        name, getter, leaf, non_null = plan
         try:
-            value = getter(source, name)
+            assert plan.getter is not None and plan.leaf is not None
+            value = plan.getter(source, plan.name)
             if self.is_awaitable(value):
-                return GENERAL
+                return _GENERAL
             if isinstance(value, Exception):
                 raise value
             if value is None or value is Undefined:
-                if non_null:
+                if plan.non_null:
                     field_name = field_details_list[0].node.name.value
                     raise TypeError(
                         f"Cannot return null for non-nullable field {parent_type.name}.{field_name}."
                     )
                 return None
-            return self.complete_leaf_value(leaf, value)
+            fast = _fast_leaf(plan.leaf, value)
+            return self.complete_leaf_value(plan.leaf, value) if fast is _COERCE else fast
         except Exception as raw_error:  # noqa: BLE001 - located and recorded by the caller
             return _Failed(raw_error)
 
+    def _execute_planned(
+        self,
+        plan: FieldPlan,
+        field: Any,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        path: Path,
+    ) -> Any:
+        """graphql-core's ``execute_field`` with the plan's read or call in place of the
+        field's resolve function (no middleware: see ``_short``)."""
+        return_type = field.type
+        nodes = [details.node for details in field_details_list]
+        info = self.build_resolve_info(field, nodes, parent_type, path)
+        try:
+            if plan.kind == ATTRIBUTE:
+                result = plan.getter(source, plan.name)  # type: ignore[misc]
+            else:
+                assert plan.kind == RESOLVER and plan.call is not None
+                first = field_details_list[0]
+                args = (
+                    get_argument_values(
+                        field,
+                        first.node,
+                        self.variable_values,
+                        first.fragment_variable_values,
+                        self.hide_suggestions,
+                    )
+                    if field.args or first.node.arguments
+                    else {}
+                )
+                result = plan.call(source, info, args)
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(
+                    return_type, field_details_list, info, path, result, None
+                )
+            completed = self.complete_value(return_type, field_details_list, info, path, result, None)
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, field_details_list, path)
+        except Exception as raw_error:  # noqa: BLE001 - a field error, as in execute_field
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        return completed
 
-GENERAL = object()
+    async def _await_completed(
+        self, completed: Awaitable[Any], return_type: GraphQLOutputType, field_details_list: Any, path: Path
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:  # noqa: BLE001 - a field error, as in execute_field
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+
+    # ------------------------------------------------------------------ value completion
+
+    def complete_value(
+        self,
+        return_type: GraphQLOutputType,
+        field_details_list: Any,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's ``complete_value`` with one level of recursion less per non-null
+        type, and objects without ``is_type_of`` completed directly."""
+        if position_context is not None:
+            return super().complete_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+        if isinstance(result, Exception):
+            raise result
+        non_null = isinstance(return_type, GraphQLNonNull)
+        inner = return_type.of_type if non_null else return_type  # type: ignore[union-attr]
+        if result is None or result is Undefined:
+            if non_null:
+                raise TypeError(
+                    f"Cannot return null for non-nullable field {info.parent_type}.{info.field_name}."
+                )
+            return None
+        if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
+            return self.collect_and_execute_subfields(inner, field_details_list, path, result, None)
+        if is_leaf_type(inner):
+            fast = _fast_leaf(inner, result)
+            return self.complete_leaf_value(inner, result) if fast is _COERCE else fast
+        if isinstance(inner, GraphQLList):
+            completed = self.complete_list_value(inner, field_details_list, info, path, result, None)
+        else:
+            completed = super().complete_value(inner, field_details_list, info, path, result, None)
+        if non_null and completed is None:
+            raise TypeError(
+                f"Cannot return null for non-nullable field {info.parent_type}.{info.field_name}."
+            )
+        return completed
+
+    def collect_and_execute_subfields(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: Any,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """The object's fields, straight to ``execute_fields`` when nothing is deferred."""
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(return_type, field_details_list)
+        if new_defer_usages or position_context is not None:
+            return self.execute_collected_subfields(
+                return_type, result, path, grouped_field_set, new_defer_usages, position_context
+            )
+        return self.execute_fields(return_type, result, path, grouped_field_set, None)
+
+    def get_stream_usage(self, field_details_list: Any, path: Path) -> Any:
+        return super().get_stream_usage(field_details_list, path) if self._streams else None
 
 
 class _Failed:
@@ -172,3 +317,6 @@ class _Failed:
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+_GENERAL = object()

@@ -10,7 +10,8 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 
-from fingerprints.schema.execution import Executor, plain_leaf
+from fingerprints.schema.execution import Executor
+from fingerprints.schema.plans import LEAF, RESOLVER, plan_of
 
 
 @strawberry.enum
@@ -92,19 +93,23 @@ async def test_same_data_and_errors_as_the_general_path() -> None:
     assert "Cannot return null for non-nullable field Item.name." in messages
 
 
-def test_only_plain_leaf_fields_take_the_short_path() -> None:
+def test_fields_get_the_plan_of_their_kind() -> None:
     graphql_schema = schema()._schema
     item = graphql_schema.type_map["Item"]
     query = graphql_schema.query_type
     assert query is not None
     fields = item.fields  # type: ignore[attr-defined]
-    assert all(plain_leaf(fields[name]) is not None for name in ("id", "name", "score", "color", "note"))
-    assert plain_leaf(fields["shout"]) is None  # a resolver (and an argument)
-    assert plain_leaf(query.fields["items"]) is None  # a list of objects
-    name_plan = plain_leaf(fields["name"])
-    assert name_plan is not None and name_plan[0] == "name" and name_plan[3] is True
-    note_plan = plain_leaf(fields["note"])
-    assert note_plan is not None and note_plan[3] is False
+    for name in ("id", "name", "score", "color", "note"):
+        plan = plan_of(graphql_schema, fields[name])
+        assert plan is not None and plan.kind == LEAF, name
+    shout = plan_of(graphql_schema, fields["shout"])  # a resolver with an argument
+    assert shout is not None and shout.kind == RESOLVER
+    items = plan_of(graphql_schema, query.fields["items"])  # a resolver returning a list of objects
+    assert items is not None and items.kind == RESOLVER
+    name_plan = plan_of(graphql_schema, fields["name"])
+    assert name_plan is not None and name_plan.name == "name" and name_plan.non_null is True
+    note_plan = plan_of(graphql_schema, fields["note"])
+    assert note_plan is not None and note_plan.non_null is False
 
 
 async def test_an_extension_that_hooks_resolution_sees_every_field() -> None:
@@ -147,8 +152,8 @@ async def test_a_field_with_extensions_takes_the_general_path() -> None:
     reading the attribute in place would skip the check."""
     guarded = strawberry.Schema(query=GuardedQuery, execution_context_class=Executor)
     fields = guarded._schema.type_map["Guarded"].fields  # type: ignore[attr-defined]
-    assert plain_leaf(fields["public"]) is not None
-    assert plain_leaf(fields["secret"]) is None
+    assert plan_of(guarded._schema, fields["public"]) is not None
+    assert plan_of(guarded._schema, fields["secret"]) is None
     result = await guarded.execute("{ guarded { public secret } }")
     assert result.data is None or result.data["guarded"] is None
     assert [e.message for e in result.errors or []] == ["not for you"]

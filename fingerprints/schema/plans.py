@@ -1,0 +1,135 @@
+"""How the executor resolves each field of the schema, worked out once per field.
+
+Strawberry gives every field a resolve function that serves every case: for a field with a
+resolver it builds an ``Info``, converts the arguments, looks for field extensions and
+exception handlers, then calls the resolver through two more layers; for a field without one
+it calls the configured default resolver. A field of a track page goes through that chain for
+a few microseconds of work, some 44 times per page. A ``FieldPlan`` is what the chain comes
+down to for one field when nothing can hook into it (no field extension, so no permission
+class; no exception handler in the schema; not a subscription):
+
+- ``LEAF``: no resolver, no arguments, a scalar or enum type: read the attribute and coerce it;
+- ``ATTRIBUTE``: no resolver, any other type: read the attribute;
+- ``RESOLVER``: call the resolver with the source, ``info`` and converted arguments bound to
+  its parameters exactly as Strawberry binds them (``get_arguments``).
+
+Any other field has no plan (``None``) and goes through Strawberry's resolve function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLResolveInfo, GraphQLSchema
+from graphql.type import is_leaf_type
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.arguments import convert_arguments
+from strawberry.types.field import StrawberryField
+
+LEAF, ATTRIBUTE, RESOLVER = 1, 2, 3
+
+
+class FieldPlan:
+    """One field's shortest correct resolution (see the module docstring)."""
+
+    __slots__ = ("call", "getter", "kind", "leaf", "name", "non_null")
+
+    def __init__(
+        self,
+        kind: int,
+        *,
+        name: str = "",
+        getter: Callable[[Any, str], Any] | None = None,
+        leaf: GraphQLLeafType | None = None,
+        non_null: bool = False,
+        call: Callable[[Any, GraphQLResolveInfo, dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.name = name  # the python attribute (LEAF, ATTRIBUTE)
+        self.getter = getter  # Strawberry's default resolver (LEAF, ATTRIBUTE)
+        self.leaf = leaf  # the scalar or enum (LEAF)
+        self.non_null = non_null  # LEAF
+        self.call = call  # (source, info, coerced arguments) -> the resolver's value (RESOLVER)
+
+
+# By the field's resolve function: Strawberry makes one per field and schema (GraphQLField is
+# unhashable). A plain dict (a weak one costs more per lookup than the rest of the short path):
+# it grows with the number of schemas built, one in a server.
+_PLANS: dict[Callable[..., Any], FieldPlan | None] = {}
+
+
+def plan_of(schema: GraphQLSchema, field: GraphQLField) -> FieldPlan | None:
+    """The plan for ``field`` of ``schema``, worked out on first use."""
+    resolve = field.resolve
+    if resolve is None:
+        return None
+    try:
+        return _PLANS[resolve]
+    except KeyError:
+        plan = _PLANS[resolve] = _make_plan(schema, field)
+        return plan
+
+
+def _make_plan(schema: GraphQLSchema, field: GraphQLField) -> FieldPlan | None:
+    definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    if (
+        not isinstance(definition, StrawberryField)
+        or strawberry_schema is None
+        or definition.extensions  # field extensions (permission classes...) must run
+        or definition.is_subscription
+        or strawberry_schema.exception_handlers  # they wrap resolvers that can raise
+    ):
+        return None
+    if definition.base_resolver is None:
+        if not getattr(field.resolve, "_is_default", False):
+            return None
+        field_type = field.type
+        non_null = isinstance(field_type, GraphQLNonNull)
+        inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
+        kind = LEAF if is_leaf_type(inner) and not field.args else ATTRIBUTE
+        return FieldPlan(
+            kind,
+            name=definition.python_name,
+            getter=definition.default_resolver,
+            leaf=inner if kind == LEAF else None,  # type: ignore[arg-type]
+            non_null=non_null,
+        )
+    call = _resolver_call(strawberry_schema, definition)
+    return None if call is None else FieldPlan(RESOLVER, call=call)
+
+
+def _resolver_call(
+    strawberry_schema: Any, field: StrawberryField
+) -> Callable[[Any, GraphQLResolveInfo, dict[str, Any]], Any] | None:
+    """The resolver called as Strawberry calls it (``get_arguments``, ``field.get_result``):
+    arguments converted to Python values, the source passed as ``self`` (positional) and as
+    its ``root``/``parent`` parameter, the ``Info`` as its info parameter."""
+    resolver = field.base_resolver
+    assert resolver is not None
+    func = resolver.wrapped_func
+    if not callable(func):
+        return None  # Strawberry raises UncallableResolverError at each call: let it
+    config = strawberry_schema.config
+    scalar_registry = strawberry_schema.schema_converter.scalar_registry
+    info_class = config.info_class
+    arguments = field.arguments
+    pass_self = resolver.self_parameter is not None
+    source_names = tuple(
+        p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None
+    )
+    info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+
+    def call(source: Any, info: GraphQLResolveInfo, raw: dict[str, Any]) -> Any:
+        strawberry_info = info_class(_raw_info=info, _field=field)
+        kwargs = convert_arguments(
+            raw, arguments, scalar_registry=scalar_registry, config=config, info=strawberry_info
+        )
+        for name in source_names:
+            kwargs[name] = source
+        if info_name is not None:
+            kwargs[info_name] = strawberry_info
+        return func(source, **kwargs) if pass_self else func(**kwargs)
+
+    return call

@@ -26,22 +26,16 @@ every field) or when incremental delivery (``@defer``/``@stream``) is in play.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable
 from typing import Any
 
 from graphql import (
-    GraphQLBoolean,
-    GraphQLFloat,
-    GraphQLID,
-    GraphQLInt,
-    GraphQLLeafType,
+    GraphQLField,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
-    GraphQLString,
     Undefined,
 )
 from graphql.execution.values import get_argument_values
@@ -49,30 +43,11 @@ from graphql.pyutils import Path, gather_with_cancel
 from graphql.type import is_leaf_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from fingerprints.schema.plans import ATTRIBUTE, LEAF, RESOLVER, FieldPlan, plan_of
+from fingerprints.schema.plans import ATTRIBUTE, LEAF, RESOLVER, FieldPlan, identity_type, plan_of
 
-MAX_INT, MIN_INT = 2_147_483_647, -2_147_483_648
-
-
-def _fast_leaf(leaf: GraphQLLeafType, value: Any) -> Any:
-    """``value`` when the built-in scalar ``leaf`` would serialize it to itself; else
-    ``_COERCE`` (then the scalar's own ``coerce_output_value`` decides)."""
-    kind = type(value)
-    if kind is str:
-        if leaf is GraphQLString or leaf is GraphQLID:
-            return value
-    elif kind is int:
-        if leaf is GraphQLInt and MIN_INT <= value <= MAX_INT:
-            return value
-    elif kind is float:
-        if leaf is GraphQLFloat and math.isfinite(value):
-            return value
-    elif kind is bool and leaf is GraphQLBoolean:
-        return value
-    return _COERCE
-
-
-_COERCE = object()
+_STEP_GENERAL, _STEP_LEAF, _STEP_PLANNED = 0, 1, 2
+# (response name, its field details, the field, its plan, which step)
+Step = tuple[str, Any, GraphQLField, FieldPlan, int]
 
 
 class Executor(StrawberryGraphQLCoreExecutionContext):
@@ -84,6 +59,7 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         # Without the @stream directive in the schema no list is streamed (a document using
         # it would not validate): lists complete without asking about streams.
         self._streams = self.schema.get_directive("stream") is not None
+        self._step_cache: dict[tuple[GraphQLObjectType, int], tuple[Any, list[Step]]] = {}
 
     # ------------------------------------------------------------------ fields of an object
 
@@ -104,14 +80,48 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
-        fields = parent_type.fields
-        schema = self.schema
         try:
-            for response_name, field_details_list in grouped_field_set.items():
-                node = field_details_list[0].node
-                field = fields.get(node.name.value)
-                plan = plan_of(schema, field) if field is not None else None
-                if plan is None or (plan.kind != RESOLVER and node.arguments):
+            for response_name, field_details_list, field, plan, step in self._steps(
+                parent_type, grouped_field_set
+            ):
+                if step == _STEP_LEAF:
+                    try:
+                        value = plan.getter(source_value, plan.name)  # type: ignore[misc]
+                    except Exception as raw_error:  # noqa: BLE001 - a field error, recorded below
+                        value = _Failed(raw_error)
+                    if type(value) is plan.exact and (plan.check is None or plan.check(value)):
+                        results[response_name] = value  # what the scalar returns for it
+                        continue
+                    result = self._leaf(plan, parent_type, value, field_details_list)
+                    if isinstance(result, _Failed):
+                        self.handle_field_error(
+                            result.error,
+                            field.type,
+                            field_details_list,
+                            Path(path, response_name, parent_type.name),
+                        )
+                        result = None
+                    elif result is not _GENERAL:
+                        results[response_name] = result
+                        continue
+                    else:
+                        result = self.execute_field(
+                            parent_type,
+                            source_value,
+                            field_details_list,
+                            Path(path, response_name, parent_type.name),
+                            None,
+                        )
+                elif step == _STEP_PLANNED:
+                    result = self._execute_planned(
+                        plan,
+                        field,
+                        parent_type,
+                        source_value,
+                        field_details_list,
+                        Path(path, response_name, parent_type.name),
+                    )
+                else:
                     result = self.execute_field(
                         parent_type,
                         source_value,
@@ -121,35 +131,6 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
                     )
                     if result is Undefined:
                         continue
-                elif plan.kind == LEAF:
-                    assert field is not None
-                    result = self._leaf(plan, parent_type, source_value, field_details_list)
-                    if isinstance(result, _Failed):
-                        self.handle_field_error(
-                            result.error,
-                            field.type,
-                            field_details_list,
-                            Path(path, response_name, parent_type.name),
-                        )
-                        result = None
-                    elif result is _GENERAL:
-                        result = self.execute_field(
-                            parent_type,
-                            source_value,
-                            field_details_list,
-                            Path(path, response_name, parent_type.name),
-                            None,
-                        )
-                else:
-                    assert field is not None
-                    result = self._execute_planned(
-                        plan,
-                        field,
-                        parent_type,
-                        source_value,
-                        field_details_list,
-                        Path(path, response_name, parent_type.name),
-                    )
                 results[response_name] = result
                 if is_awaitable(result):
                     awaitable_fields.append(response_name)
@@ -173,14 +154,38 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
 
         return get_results()
 
+    def _steps(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> list[Step]:
+        """How to resolve each field of a grouped field set, worked out once per request
+        (the 20 items of a list share theirs)."""
+        key = (parent_type, id(grouped_field_set))
+        cached = self._step_cache.get(key)
+        if cached is not None:
+            return cached[1]
+        steps: list[Step] = []
+        fields = parent_type.fields
+        for response_name, field_details_list in grouped_field_set.items():
+            node = field_details_list[0].node
+            field = fields.get(node.name.value)
+            plan = plan_of(self.schema, field) if field is not None else None
+            if plan is None or (plan.kind != RESOLVER and node.arguments):
+                step = _STEP_GENERAL
+            else:
+                step = _STEP_LEAF if plan.kind == LEAF else _STEP_PLANNED
+            steps.append((response_name, field_details_list, field, plan, step))  # type: ignore[arg-type]
+        # The set is kept with its steps, so that its id cannot be reused during the request.
+        self._step_cache[key] = (grouped_field_set, steps)
+        return steps
+
     def _leaf(
-        self, plan: FieldPlan, parent_type: GraphQLObjectType, source: Any, field_details_list: Any
+        self, plan: FieldPlan, parent_type: GraphQLObjectType, value: Any, field_details_list: Any
     ) -> Any:
-        """The completed value of a plain leaf field; ``_GENERAL`` when the general path must
-        take it (an awaitable value), a ``_Failed`` when it raised (a field error)."""
+        """The completed value of a plain leaf field whose attribute read gave ``value``;
+        ``_GENERAL`` when the general path must take it (an awaitable), a ``_Failed`` when it
+        is a field error."""
+        if isinstance(value, _Failed):
+            return value
         try:
-            assert plan.getter is not None and plan.leaf is not None
-            value = plan.getter(source, plan.name)
+            assert plan.leaf is not None
             if self.is_awaitable(value):
                 return _GENERAL
             if isinstance(value, Exception):
@@ -192,8 +197,7 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
                         f"Cannot return null for non-nullable field {parent_type.name}.{field_name}."
                     )
                 return None
-            fast = _fast_leaf(plan.leaf, value)
-            return self.complete_leaf_value(plan.leaf, value) if fast is _COERCE else fast
+            return self.complete_leaf_value(plan.leaf, value)
         except Exception as raw_error:  # noqa: BLE001 - located and recorded by the caller
             return _Failed(raw_error)
 
@@ -280,8 +284,10 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
             return self.collect_and_execute_subfields(inner, field_details_list, path, result, None)
         if is_leaf_type(inner):
-            fast = _fast_leaf(inner, result)
-            return self.complete_leaf_value(inner, result) if fast is _COERCE else fast
+            exact, check = identity_type(inner)
+            if type(result) is exact and (check is None or check(result)):
+                return result  # what the scalar returns for it
+            return self.complete_leaf_value(inner, result)
         if isinstance(inner, GraphQLList):
             completed = self.complete_list_value(inner, field_details_list, info, path, result, None)
         else:

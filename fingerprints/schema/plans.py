@@ -18,22 +18,35 @@ Any other field has no plan (``None``) and goes through Strawberry's resolve fun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLResolveInfo, GraphQLSchema
+from graphql import (
+    GraphQLBoolean,
+    GraphQLField,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLNonNull,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLString,
+)
 from graphql.type import is_leaf_type
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
 from strawberry.types.field import StrawberryField
 
 LEAF, ATTRIBUTE, RESOLVER = 1, 2, 3
+MAX_INT, MIN_INT = 2_147_483_647, -2_147_483_648  # GraphQL's Int: 32 bits
 
 
 class FieldPlan:
     """One field's shortest correct resolution (see the module docstring)."""
 
-    __slots__ = ("call", "getter", "kind", "leaf", "name", "non_null")
+    __slots__ = ("call", "check", "exact", "getter", "kind", "leaf", "name", "non_null")
 
     def __init__(
         self,
@@ -51,6 +64,27 @@ class FieldPlan:
         self.leaf = leaf  # the scalar or enum (LEAF)
         self.non_null = non_null  # LEAF
         self.call = call  # (source, info, coerced arguments) -> the resolver's value (RESOLVER)
+        self.exact, self.check = identity_type(leaf) if leaf is not None else (None, None)
+
+
+def _is_int32(value: int) -> bool:
+    return MIN_INT <= value <= MAX_INT
+
+
+def identity_type(leaf: GraphQLLeafType) -> tuple[type | None, Callable[[Any], bool] | None]:
+    """``(exact, check)``: a value of exactly the type ``exact`` that passes ``check`` is what
+    the built-in scalar ``leaf`` returns for it unchanged (``serialize_string`` returns a
+    ``str`` as it is, ``serialize_int`` an ``int`` in range...); ``(None, None)`` for any
+    other scalar or enum, which must coerce every value."""
+    if leaf is GraphQLString or leaf is GraphQLID:
+        return str, None
+    if leaf is GraphQLInt:
+        return int, _is_int32
+    if leaf is GraphQLFloat:
+        return float, math.isfinite
+    if leaf is GraphQLBoolean:
+        return bool, None
+    return None, None
 
 
 # By the field's resolve function: Strawberry makes one per field and schema (GraphQLField is

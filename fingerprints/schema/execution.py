@@ -213,10 +213,48 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         """graphql-core's ``execute_field`` with the plan's read or call in place of the
         field's resolve function (no middleware: see ``_short``)."""
         return_type = field.type
+        if plan.object_type is not None:  # an attribute holding an object: no resolve info needed
+            try:
+                result = plan.getter(source, plan.name)  # type: ignore[misc]
+                if result is None or result is Undefined:
+                    if plan.non_null:
+                        raise TypeError(
+                            f"Cannot return null for non-nullable field {parent_type.name}."
+                            f"{field_details_list[0].node.name.value}."
+                        )
+                    return None
+                if not self.is_awaitable(result) and not isinstance(result, Exception):
+                    completed = self.collect_and_execute_subfields(
+                        plan.object_type, field_details_list, path, result, None
+                    )
+                    if self.is_awaitable(completed):
+                        return self._await_completed(completed, return_type, field_details_list, path)
+                    return completed
+            except Exception as raw_error:  # noqa: BLE001 - a field error, as in execute_field
+                self.handle_field_error(raw_error, return_type, field_details_list, path)
+                return None
+            return self._complete_resolved(plan, field, parent_type, source, field_details_list, path, result)
+        return self._complete_resolved(plan, field, parent_type, source, field_details_list, path, _UNREAD)
+
+    def _complete_resolved(
+        self,
+        plan: FieldPlan,
+        field: Any,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        path: Path,
+        result: Any,
+    ) -> Any:
+        """The rest of ``execute_field``: read or call (unless ``result`` was read already),
+        then complete the value, field errors handled."""
+        return_type = field.type
         nodes = [details.node for details in field_details_list]
         info = self.build_resolve_info(field, nodes, parent_type, path)
         try:
-            if plan.kind == ATTRIBUTE:
+            if result is not _UNREAD:
+                pass  # read by the caller
+            elif plan.kind == ATTRIBUTE:
                 result = plan.getter(source, plan.name)  # type: ignore[misc]
             else:
                 assert plan.kind == RESOLVER and plan.call is not None
@@ -326,3 +364,4 @@ class _Failed:
 
 
 _GENERAL = object()
+_UNREAD = object()

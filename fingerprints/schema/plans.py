@@ -9,7 +9,8 @@ down to for one field when nothing can hook into it (no field extension, so no p
 class; no exception handler in the schema; not a subscription):
 
 - ``LEAF``: no resolver, no arguments, a scalar or enum type: read the attribute and coerce it;
-- ``ATTRIBUTE``: no resolver, any other type: read the attribute;
+- ``ATTRIBUTE``: no resolver, any other type: read the attribute (an object of a type without
+  ``is_type_of``, the usual case, is completed without a resolve info);
 - ``RESOLVER``: call the resolver with the source, ``info`` and converted arguments bound to
   its parameters exactly as Strawberry binds them (``get_arguments``).
 
@@ -30,6 +31,7 @@ from graphql import (
     GraphQLInt,
     GraphQLLeafType,
     GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLSchema,
     GraphQLString,
@@ -46,7 +48,7 @@ MAX_INT, MIN_INT = 2_147_483_647, -2_147_483_648  # GraphQL's Int: 32 bits
 class FieldPlan:
     """One field's shortest correct resolution (see the module docstring)."""
 
-    __slots__ = ("call", "check", "exact", "getter", "kind", "leaf", "name", "non_null")
+    __slots__ = ("call", "check", "exact", "getter", "kind", "leaf", "name", "non_null", "object_type")
 
     def __init__(
         self,
@@ -57,12 +59,14 @@ class FieldPlan:
         leaf: GraphQLLeafType | None = None,
         non_null: bool = False,
         call: Callable[[Any, GraphQLResolveInfo, dict[str, Any]], Any] | None = None,
+        object_type: GraphQLObjectType | None = None,
     ) -> None:
         self.kind = kind
         self.name = name  # the python attribute (LEAF, ATTRIBUTE)
         self.getter = getter  # Strawberry's default resolver (LEAF, ATTRIBUTE)
         self.leaf = leaf  # the scalar or enum (LEAF)
-        self.non_null = non_null  # LEAF
+        self.non_null = non_null  # LEAF, ATTRIBUTE
+        self.object_type = object_type  # ATTRIBUTE of an object type without is_type_of
         self.call = call  # (source, info, coerced arguments) -> the resolver's value (RESOLVER)
         self.exact, self.check = identity_type(leaf) if leaf is not None else (None, None)
 
@@ -123,12 +127,14 @@ def _make_plan(schema: GraphQLSchema, field: GraphQLField) -> FieldPlan | None:
         non_null = isinstance(field_type, GraphQLNonNull)
         inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
         kind = LEAF if is_leaf_type(inner) and not field.args else ATTRIBUTE
+        plain_object = isinstance(inner, GraphQLObjectType) and inner.is_type_of is None
         return FieldPlan(
             kind,
             name=definition.python_name,
             getter=definition.default_resolver,
             leaf=inner if kind == LEAF else None,  # type: ignore[arg-type]
             non_null=non_null,
+            object_type=inner if kind == ATTRIBUTE and plain_object else None,  # type: ignore[arg-type]
         )
     call = _resolver_call(strawberry_schema, definition)
     return None if call is None else FieldPlan(RESOLVER, call=call)

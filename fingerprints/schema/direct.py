@@ -52,6 +52,7 @@ class Prepared:
 
     document: DocumentNode
     operation_name: str | None
+    fields: dict[Any, Any] | None  # shared by its executions (DocumentCache.Entry.fields)
 
 
 def prepare(
@@ -60,11 +61,12 @@ def prepare(
     """The cached document for ``query`` when it is valid and names a query or mutation that
     ``allowed_operation_types`` holds; None when the request needs the general path."""
     try:
-        document, errors = schema.documents.get(schema._schema, query)
+        entry = schema.documents.entry(schema._schema, query)
     except GraphQLError:
         return None  # a syntax error or too many tokens: reported by the general path
-    if errors:
+    if entry.errors:
         return None
+    document = entry.document
     operation = _operation(document.definitions, operation_name)
     if operation is None:
         return None
@@ -73,7 +75,7 @@ def prepare(
         return None
     if operation_name is None and operation.name is not None:
         operation_name = operation.name.value  # as Strawberry: the first operation, by its name
-    return Prepared(document, operation_name)
+    return Prepared(document, operation_name, entry.fields)
 
 
 async def execute_prepared(
@@ -99,6 +101,7 @@ async def execute_prepared(
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]  # as Strawberry passes it
             executor_class=schema.execution_context_class,
             operation_extensions=operation_extensions,
+            shared_fields=prepared.fields,
         )
         if not isinstance(result, GraphQLExecutionResult):
             result = await result

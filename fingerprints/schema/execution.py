@@ -51,8 +51,11 @@ Step = tuple[str, Any, GraphQLField, FieldPlan, int]
 
 
 class Executor(StrawberryGraphQLCoreExecutionContext):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shared_fields: dict[Any, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Each object's collected fields and steps, shared by every execution of the document
+        # (see documents.Entry.fields); None: collected per execution, as graphql-core does.
+        self._shared = shared_fields
         manager = self.middleware_manager
         # A schema extension with a ``resolve`` hook must see every field: no short path then.
         self._short = not (manager is not None and manager.middlewares)
@@ -77,13 +80,18 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
+        return self._execute_steps(
+            parent_type, source_value, path, self._steps(parent_type, grouped_field_set)
+        )
+
+    def _execute_steps(
+        self, parent_type: GraphQLObjectType, source_value: Any, path: Path | None, steps: list[Step]
+    ) -> Any:
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
         try:
-            for response_name, field_details_list, field, plan, step in self._steps(
-                parent_type, grouped_field_set
-            ):
+            for response_name, field_details_list, field, plan, step in steps:
                 if step == _STEP_LEAF:
                     try:
                         value = plan.getter(source_value, plan.name)  # type: ignore[misc]
@@ -161,6 +169,12 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         cached = self._step_cache.get(key)
         if cached is not None:
             return cached[1]
+        steps = self._make_steps(parent_type, grouped_field_set)
+        # The set is kept with its steps, so that its id cannot be reused during the request.
+        self._step_cache[key] = (grouped_field_set, steps)
+        return steps
+
+    def _make_steps(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> list[Step]:
         steps: list[Step] = []
         fields = parent_type.fields
         for response_name, field_details_list in grouped_field_set.items():
@@ -172,8 +186,6 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             else:
                 step = _STEP_LEAF if plan.kind == LEAF else _STEP_PLANNED
             steps.append((response_name, field_details_list, field, plan, step))  # type: ignore[arg-type]
-        # The set is kept with its steps, so that its id cannot be reused during the request.
-        self._step_cache[key] = (grouped_field_set, steps)
         return steps
 
     def _leaf(
@@ -344,7 +356,21 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         result: Any,
         position_context: Any,
     ) -> Any:
-        """The object's fields, straight to ``execute_fields`` when nothing is deferred."""
+        """The object's fields, straight to its steps when nothing is deferred: taken from
+        the document's shared ones when it has them (worked out on first use)."""
+        shared = self._shared
+        if shared is not None and self._short and position_context is None:
+            # The fields a selection collects depend on the object type and the selection's
+            # nodes only (static_selections): nodes of the cached document, stable ids.
+            key = (return_type.name, *[id(details.node) for details in field_details_list])
+            steps = shared.get(key)
+            if steps is None:
+                collected = self.collect_subfields(return_type, field_details_list)
+                if not collected.new_defer_usages:
+                    steps = self._make_steps(return_type, collected.grouped_field_set)
+                    shared[key] = steps
+            if steps is not None:
+                return self._execute_steps(return_type, result, path, steps)
         grouped_field_set, new_defer_usages, _ = self.collect_subfields(return_type, field_details_list)
         if new_defer_usages or position_context is not None:
             return self.execute_collected_subfields(

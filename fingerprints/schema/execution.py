@@ -62,6 +62,7 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         # Without the @stream directive in the schema no list is streamed (a document using
         # it would not validate): lists complete without asking about streams.
         self._streams = self.schema.get_directive("stream") is not None
+        self._argument_cache: dict[int, dict[str, Any]] = {}
         self._step_cache: dict[tuple[GraphQLObjectType, int], tuple[Any, list[Step]]] = {}
 
     # ------------------------------------------------------------------ fields of an object
@@ -270,19 +271,7 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
                 result = plan.getter(source, plan.name)  # type: ignore[misc]
             else:
                 assert plan.kind == RESOLVER and plan.call is not None
-                first = field_details_list[0]
-                args = (
-                    get_argument_values(
-                        field,
-                        first.node,
-                        self.variable_values,
-                        first.fragment_variable_values,
-                        self.hide_suggestions,
-                    )
-                    if field.args or first.node.arguments
-                    else {}
-                )
-                result = plan.call(source, info, args)
+                result = plan.call(source, info, self._arguments(field, field_details_list[0]))
             if self.is_awaitable(result):
                 return self.complete_awaitable_value(
                     return_type, field_details_list, info, path, result, None
@@ -294,6 +283,25 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             self.handle_field_error(raw_error, return_type, field_details_list, path)
             return None
         return completed
+
+    def _arguments(self, field: GraphQLField, details: Any) -> dict[str, Any]:
+        """The field's coerced arguments: the same for every object the selection ``details``
+        applies to in this request (the variables are fixed), so coerced once per request.
+        Like a variable's value, the same value then reaches each call of the resolver."""
+        if not field.args and not details.node.arguments:
+            return {}
+        key = id(details)  # kept alive by its grouped field set for the whole request
+        args = self._argument_cache.get(key)
+        if args is None:
+            args = get_argument_values(
+                field,
+                details.node,
+                self.variable_values,
+                details.fragment_variable_values,
+                self.hide_suggestions,
+            )
+            self._argument_cache[key] = args
+        return args
 
     async def _await_completed(
         self, completed: Awaitable[Any], return_type: GraphQLOutputType, field_details_list: Any, path: Path

@@ -4,7 +4,7 @@ graphql-core's general path: same data, same errors (message, path), same hooks.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.extensions import SchemaExtension
@@ -157,3 +157,160 @@ async def test_a_field_with_extensions_takes_the_general_path() -> None:
     result = await guarded.execute("{ guarded { public secret } }")
     assert result.data is None or result.data["guarded"] is None
     assert [e.message for e in result.errors or []] == ["not for you"]
+
+
+# ------------------------------------------------------------------ plans, shared fields, arguments
+
+
+@strawberry.type
+class Label:
+    name: str
+    since: int
+
+
+@strawberry.type
+class Song:
+    id: strawberry.ID
+    title: str | None
+    label: Label | None  # an attribute holding an object
+    required_label: Label  # the same, non-null (None on purpose below)
+
+    @strawberry.field
+    def tags(self, prefix: str = "", upper: bool = False) -> list[str | None]:
+        tags = [f"{prefix}{self.id}-a", None, f"{prefix}{self.id}-b"]
+        return [t.upper() if t and upper else t for t in tags]
+
+    @strawberry.field
+    def fail(self) -> str | None:
+        raise ValueError(f"no {self.id}")
+
+    @strawberry.field
+    async def later(self, root: strawberry.Parent[Any] = None) -> Label:
+        return Label(name=f"later-{self.id}", since=1)
+
+
+@strawberry.type
+class Band:
+    name: str
+
+
+Media = Annotated[Song | Band, strawberry.union("Media")]
+
+
+def _songs() -> list[Song | None]:
+    label = Label(name="L", since=1999)
+    return [
+        Song(id=strawberry.ID("s1"), title="One", label=label, required_label=label),
+        None,
+        Song(id=strawberry.ID("s2"), title=None, label=None, required_label=None),  # type: ignore[arg-type]
+    ]
+
+
+@strawberry.type
+class MediaQuery:
+    @strawberry.field
+    def songs(self, info: strawberry.Info, first: int = 10) -> list[Song | None]:
+        return _songs()[:first]
+
+    @strawberry.field
+    def media(self) -> list[Media]:
+        songs = [s for s in _songs() if s is not None]
+        return [songs[0], Band(name="B"), songs[1]]
+
+
+MEDIA_QUERY = """
+query Media($first: Int!, $prefix: String!, $upper: Boolean = false) {
+  songs(first: $first) {
+    id title label { name since } requiredLabel { name }
+    tags(prefix: $prefix, upper: $upper) shout: tags(prefix: "!", upper: true)
+    fail later { name }
+  }
+  ...More
+}
+fragment More on MediaQuery {
+  media { __typename ... on Song { id tags(prefix: $prefix) label { name } } ... on Band { name } }
+}
+"""
+CONDITIONAL_QUERY = """
+query Conditional($withTitle: Boolean!) { songs(first: 1) { id title @include(if: $withTitle) } }
+"""
+
+
+def _media_schema() -> Any:
+    from fingerprints.schema import Schema
+    from fingerprints.schema.documents import DocumentCache
+
+    return Schema(documents=DocumentCache([], max_tokens=10_000), query=MediaQuery)
+
+
+async def _three_ways(query: str, variables: dict[str, Any]) -> list[tuple[Any, list[Any]]]:
+    """graphql-core's executor, ours through Strawberry's ``execute``, ours through the short
+    path twice (the second run uses the document's shared fields): data and errors."""
+    from strawberry.types.graphql import OperationType
+
+    ours = _media_schema()
+    outcomes = []
+    for result in (
+        await strawberry.Schema(query=MediaQuery).execute(query, variable_values=variables),
+        await ours.execute(query, variable_values=variables),
+    ):
+        outcomes.append((result.data, _errors(result)))
+    prepared = ours.prepare(query, None, {OperationType.QUERY})
+    assert prepared is not None
+    for _ in range(2):
+        result = await ours.execute_prepared(prepared, variable_values=variables)
+        outcomes.append((result.data, _errors(result)))
+    return outcomes
+
+
+async def test_every_plan_answers_as_graphql_core() -> None:
+    variables = {"first": 3, "prefix": "#"}
+    general, *others = await _three_ways(MEDIA_QUERY, variables)
+    data, errors = general
+    assert data is not None
+    song = data["songs"][0]
+    assert song["tags"] == ["#s1-a", None, "#s1-b"] and song["shout"] == ["!S1-A", None, "!S1-B"]
+    assert song["label"] == {"name": "L", "since": 1999} and song["later"] == {"name": "later-s1"}
+    assert data["songs"][1] is None and data["songs"][2] is None  # null for a non-null label
+    assert [m["__typename"] for m in data["media"]] == ["Song", "Band", "Song"]
+    assert (
+        "Cannot return null for non-nullable field Song.requiredLabel.",
+        ["songs", 2, "requiredLabel"],
+    ) in errors
+    assert ("no s1", ["songs", 0, "fail"]) in errors
+    for other in others:
+        # ErrorCodes rewrites messages of unexpected errors: compare paths, and data exactly
+        assert other[0] == data
+        assert sorted(path for _, path in other[1]) == sorted(path for _, path in errors)
+
+
+async def test_arguments_follow_the_variables_of_each_request() -> None:
+    """Arguments are coerced once per selection and request: never carried to the next one."""
+    from strawberry.types.graphql import OperationType
+
+    schema = _media_schema()
+    prepared = schema.prepare(MEDIA_QUERY, None, {OperationType.QUERY})
+    assert prepared is not None
+    for prefix, upper in (("x", False), ("y", True), ("x", True)):
+        result = await schema.execute_prepared(
+            prepared, variable_values={"first": 1, "prefix": prefix, "upper": upper}
+        )
+        assert result.data is not None
+        tags = [f"{prefix}s1-a", None, f"{prefix}s1-b"]
+        assert result.data["songs"][0]["tags"] == [t.upper() if t and upper else t for t in tags]
+        assert result.data["media"][0]["tags"] == [f"{prefix}s1-a", None, f"{prefix}s1-b"]
+
+
+async def test_conditional_selections_are_not_shared() -> None:
+    """@include/@skip make the fields of an object depend on the variables: such a document
+    keeps no shared fields, and each execution collects its own."""
+    from strawberry.types.graphql import OperationType
+
+    schema = _media_schema()
+    prepared = schema.prepare(CONDITIONAL_QUERY, None, {OperationType.QUERY})
+    assert prepared is not None and prepared.fields is None
+    static = schema.prepare(MEDIA_QUERY, None, {OperationType.QUERY})
+    assert static is not None and static.fields is not None
+    for with_title, expected in ((True, {"id": "s1", "title": "One"}), (False, {"id": "s1"})):
+        result = await schema.execute_prepared(prepared, variable_values={"withTitle": with_title})
+        assert result.data == {"songs": [expected]}

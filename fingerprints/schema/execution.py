@@ -15,7 +15,9 @@ propagation) and shortens it where nothing can observe the difference:
   completes it; any other field goes through ``execute_field``.
 - ``complete_value`` handles non-null, leaf, list and object types without the extra level
   of recursion per non-null wrapper, and objects without ``is_type_of`` without
-  ``complete_object_value``; abstract types and anything unusual take graphql-core's way.
+  ``complete_object_value``; a Strawberry union's member is picked by the value's type when
+  that is what Strawberry's type resolver would do (``plans.union_member``); interfaces and
+  anything unusual take graphql-core's way.
 - Leaves of the built-in scalars whose value already is what the scalar would return (a
   ``str`` for ``String``/``ID``, an ``int`` in range for ``Int``, a finite ``float``) are
   returned as they are: that is what their ``serialize`` returns for them.
@@ -36,6 +38,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
+    GraphQLUnionType,
     Undefined,
 )
 from graphql.execution.values import get_argument_values
@@ -43,7 +46,15 @@ from graphql.pyutils import Path, gather_with_cancel
 from graphql.type import is_leaf_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from fingerprints.schema.plans import ATTRIBUTE, LEAF, RESOLVER, FieldPlan, identity_type, plan_of
+from fingerprints.schema.plans import (
+    ATTRIBUTE,
+    LEAF,
+    RESOLVER,
+    FieldPlan,
+    identity_type,
+    plan_of,
+    union_member,
+)
 
 _STEP_GENERAL, _STEP_LEAF, _STEP_PLANNED = 0, 1, 2
 # (response name, its field details, the field, its plan, which step)
@@ -346,6 +357,10 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             if type(result) is exact and (check is None or check(result)):
                 return result  # what the scalar returns for it
             return self.complete_leaf_value(inner, result)
+        if isinstance(inner, GraphQLUnionType):
+            member = union_member(self.schema, inner, result)
+            if member is not None:  # what Strawberry's type resolver would pick
+                return self.collect_and_execute_subfields(member, field_details_list, path, result, None)
         if isinstance(inner, GraphQLList):
             completed = self.complete_list_value(inner, field_details_list, info, path, result, None)
         else:

@@ -35,11 +35,15 @@ from graphql import (
     GraphQLResolveInfo,
     GraphQLSchema,
     GraphQLString,
+    GraphQLUnionType,
 )
 from graphql.type import is_leaf_type
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
+from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
+from strawberry.types.union import StrawberryUnion
 
 LEAF, ATTRIBUTE, RESOLVER = 1, 2, 3
 MAX_INT, MIN_INT = 2_147_483_647, -2_147_483_648  # GraphQL's Int: 32 bits
@@ -173,3 +177,45 @@ def _resolver_call(
         return func(source, **kwargs) if pass_self else func(**kwargs)
 
     return call
+
+
+# Strawberry union -> the object type of each member, by id of its Strawberry definition; None
+# for a union this module does not resolve (see ``union_member``). Kept like ``_PLANS``.
+_UNIONS: dict[GraphQLUnionType, dict[int, GraphQLObjectType] | None] = {}
+
+
+def union_member(schema: GraphQLSchema, union: GraphQLUnionType, value: Any) -> GraphQLObjectType | None:
+    """The member of ``union`` that Strawberry's type resolver picks for ``value`` when that
+    choice is a matter of its class: a value of a (non-generic) Strawberry type that is a
+    member, not cast with ``strawberry.cast``; None otherwise (then ask the resolver)."""
+    try:
+        members = _UNIONS[union]
+    except KeyError:
+        members = _UNIONS[union] = _union_members(schema, union)
+    if not members:
+        return None
+    definition = getattr(value, "__strawberry_definition__", None)
+    if definition is None or getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None:
+        return None
+    return members.get(id(definition))
+
+
+def _union_members(schema: GraphQLSchema, union: GraphQLUnionType) -> dict[int, GraphQLObjectType] | None:
+    # Strawberry's resolver (StrawberryUnion.get_type_resolver) returns, for such a value, the
+    # member whose definition *is* the value's (is_implemented_by: "exact type match").
+    definition = (union.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    if not isinstance(definition, StrawberryUnion) or strawberry_schema is None or union.resolve_type is None:
+        return None
+    type_map = strawberry_schema.schema_converter.type_map
+    members: dict[int, GraphQLObjectType] = {}
+    for member in union.types:
+        member_definition = type_map[member.name].definition
+        if (
+            isinstance(member_definition, StrawberryObjectDefinition)
+            and member_definition.concrete_of is None
+            and not member_definition.is_graphql_generic
+            and member.is_type_of is None
+        ):
+            members[id(member_definition)] = member
+    return members

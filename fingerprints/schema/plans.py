@@ -39,7 +39,7 @@ from graphql import (
 )
 from graphql.type import is_leaf_type
 from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.arguments import convert_arguments
+from strawberry.types.arguments import convert_argument
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
@@ -155,10 +155,8 @@ def _resolver_call(
     func = resolver.wrapped_func
     if not callable(func):
         return None  # Strawberry raises UncallableResolverError at each call: let it
-    config = strawberry_schema.config
-    scalar_registry = strawberry_schema.schema_converter.scalar_registry
-    info_class = config.info_class
-    arguments = field.arguments
+    info_class = strawberry_schema.config.info_class
+    convert = _converter(strawberry_schema, field)
     pass_self = resolver.self_parameter is not None
     source_names = tuple(
         p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None
@@ -167,9 +165,7 @@ def _resolver_call(
 
     def call(source: Any, info: GraphQLResolveInfo, raw: dict[str, Any]) -> Any:
         strawberry_info = info_class(_raw_info=info, _field=field)
-        kwargs = convert_arguments(
-            raw, arguments, scalar_registry=scalar_registry, config=config, info=strawberry_info
-        )
+        kwargs = convert(raw, strawberry_info)
         for name in source_names:
             kwargs[name] = source
         if info_name is not None:
@@ -219,3 +215,33 @@ def _union_members(schema: GraphQLSchema, union: GraphQLUnionType) -> dict[int, 
         ):
             members[id(member_definition)] = member
     return members
+
+
+def python_arguments(schema: GraphQLSchema, field: GraphQLField, raw: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as graphql-core coerced them (``raw``), converted by Strawberry for the
+    field's resolver (input objects, enums), by Python name."""
+    strawberry_schema = schema._strawberry_schema  # type: ignore[attr-defined]
+    definition = field.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
+    return _converter(strawberry_schema, definition)(raw, None)
+
+
+def _converter(
+    strawberry_schema: Any, field: StrawberryField
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """Strawberry's ``convert_arguments`` for ``field``, with each argument's GraphQL name and
+    type looked up once (it converts every name with the schema's name converter per call)."""
+    config = strawberry_schema.config
+    registry = strawberry_schema.schema_converter.scalar_registry
+    arguments = [(config.name_converter.from_argument(a), a.python_name, a.type) for a in field.arguments]
+
+    def convert(raw: dict[str, Any], info: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if raw:
+            for name, python_name, type_ in arguments:
+                if name in raw:
+                    kwargs[python_name] = convert_argument(
+                        raw[name], type_, registry, config, info, path=(name,)
+                    )
+        return kwargs
+
+    return convert

@@ -13,6 +13,7 @@ propagation) and shortens it where nothing can observe the difference:
   is read and coerced in place (no path, no resolve info, no call); a plain attribute or a
   resolver without extensions is read or called directly, then completed as graphql-core
   completes it; any other field goes through ``execute_field``.
+- ``complete_list_value`` completes a plain list's object items in its loop;
 - ``complete_value`` handles non-null, leaf, list and object types without the extra level
   of recursion per non-null wrapper, and objects without ``is_type_of`` without
   ``complete_object_value``; a Strawberry union's member is picked by the value's type when
@@ -371,6 +372,78 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             )
         return completed
 
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[Any],
+        field_details_list: Any,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's ``complete_list_value`` for a plain ``list`` that is not streamed
+        (no iterable checks), items of an object type completed in the loop (graphql-core's
+        ``complete_list_item_value`` and ``complete_value`` would only lead there)."""
+        if position_context is not None or self._streams or type(result) is not list:
+            return super().complete_list_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+        item_type = return_type.of_type
+        inner = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        plain_object = isinstance(inner, GraphQLObjectType) and inner.is_type_of is None
+        is_awaitable = self.is_awaitable
+        completed: list[Any] = []
+        awaitable_indices: list[int] = []
+        index = -1
+        try:
+            for index, item in enumerate(result):
+                item_path = path.add_key(index, None)
+                if is_awaitable(item):
+                    completed.append(
+                        self.complete_awaitable_list_item_value(
+                            item, item_type, field_details_list, info, item_path, None
+                        )
+                    )
+                    awaitable_indices.append(index)
+                elif not plain_object or item is None or isinstance(item, Exception):
+                    if self.complete_list_item_value(
+                        item, completed, item_type, field_details_list, info, item_path, None
+                    ):
+                        awaitable_indices.append(index)
+                else:
+                    try:
+                        value = self.collect_and_execute_subfields(
+                            inner, field_details_list, item_path, item, None
+                        )
+                        if is_awaitable(value):
+                            value = self._await_completed(value, item_type, field_details_list, item_path)
+                            awaitable_indices.append(index)
+                    except Exception as raw_error:  # noqa: BLE001 - as complete_list_item_value
+                        self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+                        value = None
+                    completed.append(value)
+        except Exception:
+            # As graphql-core: settle what earlier items started and the awaitable items left.
+            pending = [completed[i] for i in awaitable_indices]
+            pending.extend(item for item in result[index + 1 :] if is_awaitable(item))
+            if pending:
+                self.settle_in_background(pending)
+            raise
+
+        if not awaitable_indices:
+            return completed
+
+        async def get_completed() -> list[Any]:
+            if len(awaitable_indices) == 1:
+                completed[awaitable_indices[0]] = await completed[awaitable_indices[0]]
+            else:
+                awaited = await gather_with_cancel(*(completed[i] for i in awaitable_indices))
+                for i, value in zip(awaitable_indices, awaited, strict=True):
+                    completed[i] = value
+            return completed
+
+        return get_completed()
+
     def collect_and_execute_subfields(
         self,
         return_type: GraphQLObjectType,
@@ -385,7 +458,11 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         if shared is not None and self._short and position_context is None:
             # The fields a selection collects depend on the object type and the selection's
             # nodes only (static_selections): nodes of the cached document, stable ids.
-            key = (return_type.name, *[id(details.node) for details in field_details_list])
+            key = (
+                (return_type.name, id(field_details_list[0].node))
+                if len(field_details_list) == 1
+                else (return_type.name, *[id(details.node) for details in field_details_list])
+            )
             steps = shared.get(key)
             if steps is None:
                 collected = self.collect_subfields(return_type, field_details_list)

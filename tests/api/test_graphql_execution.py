@@ -213,12 +213,32 @@ class MediaQuery:
         return _songs()[:first]
 
     @strawberry.field
+    def shelf(self) -> Shelf:
+        return Shelf()
+
+    @strawberry.field
     def media(self) -> list[Media]:
         songs = [s for s in _songs() if s is not None]
         disguised = _songs()[0]
         disguised.name = "as a band"  # type: ignore[union-attr]
         # strawberry.cast decides over the value's own type when resolving the union
         return [songs[0], Band(name="B"), songs[1], strawberry.cast(Band, disguised)]
+
+
+async def _label_later(i: int) -> Label:
+    return Label(name=f"later{i}", since=i)
+
+
+@strawberry.type
+class Shelf:
+    @strawberry.field
+    def labels(self) -> list[Label] | None:
+        # the second item breaks a non-null field: the item, non-null too, nulls the list
+        return [Label(name="ok", since=1), Label(name=None, since=2)]  # type: ignore[arg-type]
+
+    @strawberry.field
+    def later(self) -> list[Label]:
+        return [_label_later(0), _label_later(1)]  # type: ignore[list-item]  # awaitable items
 
 
 MEDIA_QUERY = """
@@ -229,6 +249,7 @@ query Media($first: Int!, $prefix: String!, $upper: Boolean = false) {
     fail later { name }
   }
   ...More
+  shelf { labels { name since } later { name since } }
 }
 fragment More on MediaQuery {
   media { __typename ... on Song { id tags(prefix: $prefix) label { name } } ... on Band { name } }
@@ -277,6 +298,11 @@ async def test_every_plan_answers_as_graphql_core() -> None:
     assert data["songs"][1] is None and data["songs"][2] is None  # null for a non-null label
     assert [m["__typename"] for m in data["media"]] == ["Song", "Band", "Song", "Band"]
     assert data["media"][3] == {"__typename": "Band", "name": "as a band"}
+    assert data["shelf"] == {
+        "labels": None,
+        "later": [{"name": "later0", "since": 0}, {"name": "later1", "since": 1}],
+    }
+    assert ("Cannot return null for non-nullable field Label.name.", ["shelf", "labels", 1, "name"]) in errors
     assert (
         "Cannot return null for non-nullable field Song.requiredLabel.",
         ["songs", 2, "requiredLabel"],

@@ -96,26 +96,29 @@ async def _prefetch_entities(
 async def prefetch_similar(
     info: Info, entity_type: domain.EntityType, entity_id: str, selected: Sequence[SelectionNode]
 ) -> None:
-    """Run the search of the entity's selected ``similar`` field now, and ask the loaders for
-    the similar entities and their selected fields' data: the caller's round then reads them
-    with the entity itself, and ``similar`` finds all of it done (see schema/searches.py).
+    """When the entity's selection asks for ``similar { entity { ... } }``, run that search
+    now and ask the loaders for the similar entities and their selected fields' data: the
+    caller's round then reads them with the entity itself, and ``similar`` finds all of it
+    done (see schema/searches.py).
     Best effort: a search that fails, or arguments that do not convert here, are left to the
     field, which reports them."""
     node = similar_node(info, entity_type, selected)
-    params = similar_arguments(info, entity_type, entity_id, node) if node is not None else None
-    if node is None or params is None:
+    if node is None or node.selection_set is None:
+        return
+    entity = [
+        s for s in node.selection_set.selections if isinstance(s, FieldNode) and s.name.value == "entity"
+    ]
+    if not entity:
+        return  # no entities to read: nothing to gain from searching first
+    params = similar_arguments(info, entity_type, entity_id, node)
+    if params is None:
         return
     try:
         result = await info.context.searches.run(params)
     except Exception:  # noqa: BLE001 - raised again, the same, where the field asks for it
         return
     target = result.target_entity_type
-    entity = (
-        [s for s in node.selection_set.selections if isinstance(s, FieldNode) and s.name.value == "entity"]
-        if node.selection_set is not None
-        else []
-    )
-    if not entity or not result.results or target is domain.EntityType.PLAYLIST:
+    if not result.results or target is domain.EntityType.PLAYLIST:
         return  # a playlist's visibility is known only once it is read: left to the field
     ids = [str(item.entity_id) for item in result.results]
     for i in ids:

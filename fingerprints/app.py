@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -16,7 +15,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from strawberry.asgi import GraphQL
 
 from fingerprints.config import Settings
 from fingerprints.errors import DomainError
@@ -26,24 +24,12 @@ from fingerprints.rest import routes as rest_routes
 from fingerprints.rest import similarity as rest_similarity
 from fingerprints.rest.responses import ORJSONResponse, error_body
 from fingerprints.schema import build_schema
-from fingerprints.schema.context import Context
+from fingerprints.schema.view import GraphQLApp
 from fingerprints.service import indexing
 from fingerprints.service.base import Services, call, open_services
 from fingerprints.service.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-
-class GraphQLApp(GraphQL):
-    """Strawberry's ASGI view with our context and an orjson encoder that writes numpy arrays."""
-
-    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
-        services: Services = request.app.state.services
-        principal = services.authenticator.authenticate(request.headers)
-        return Context(services=services, principal=principal, request=request, response=response)
-
-    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
-        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _is_graphql(request: Request) -> bool:

@@ -115,8 +115,10 @@ async def fingerprint_stats(info: Info) -> FingerprintStats:
 async def _one(info: Info, entity_type: domain.EntityType, id: strawberry.ID) -> Any:
     fields = selections(info)
     if entity_type is not domain.EntityType.PLAYLIST and fields:
-        # What its fields ask for, in the same round as the entity (not for a playlist: its
-        # visibility is known only once it is read).
+        # Its similar search first, then one round: the entity, what its fields ask for, and
+        # the similar entities with theirs (not for a playlist: its visibility is known only
+        # once it is read).
+        await catalog.prefetch_similar(info, entity_type, str(id), fields)
         catalog.load_entity(info, entity_type, str(id))
         prefetch(info, entity_type, [str(id)], fields)
         await info.context.loaders.rounds.idle()

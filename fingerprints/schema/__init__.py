@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from fingerprints.config import Settings
 from fingerprints.resolvers import mutations, queries, subscriptions
 from fingerprints.schema.catalog import Album, Artist, Playlist, Track
+from fingerprints.schema.direct import Prepared, execute_prepared, prepare
 from fingerprints.schema.documents import CachedDocuments, DocumentCache
 from fingerprints.schema.errors import ErrorCodes
 from fingerprints.schema.execution import Executor
@@ -124,12 +127,50 @@ class Subscription:
 
 
 class Schema(strawberry.Schema):
+    """Strawberry's schema with this service's extensions: documents parsed and validated once
+    per text (``documents``) and errors with ``extensions.code``."""
+
+    def __init__(self, *, documents: DocumentCache, **kwargs: Any) -> None:
+        self.documents = documents
+        # Factories, not instances: Strawberry builds fresh extensions for every request. Neither
+        # hooks field resolution (a `resolve` hook would wrap every field of every request).
+        extensions: list[Callable[[], SchemaExtension]] = [ErrorCodes, lambda: CachedDocuments(documents)]
+        super().__init__(extensions=extensions, execution_context_class=Executor, **kwargs)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Expected errors are answers, not incidents; ErrorCodes logs the unexpected ones.
         return None
 
+    def prepare(
+        self, query: str, operation_name: str | None, allowed_operation_types: Collection[OperationType]
+    ) -> Prepared | None:
+        """A cached valid query or mutation, ready for ``execute_prepared``; None when the
+        request needs ``execute`` (see schema/direct.py)."""
+        if self.directives:  # a DirectivesExtension would hook field resolution
+            return None
+        return prepare(self, query, operation_name, allowed_operation_types)
 
-def build_schema(settings: Settings) -> strawberry.Schema:
+    async def execute_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any = None,
+        root_value: Any = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """``execute``'s result for a prepared operation, without the extension runner."""
+        return await execute_prepared(
+            self,
+            prepared,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_extensions=operation_extensions,
+        )
+
+
+def build_schema(settings: Settings) -> Schema:
     # The limits are validation rules, built once here (not per request) so that a document is
     # validated once, with all of them, the first time its text is seen (schema/documents.py).
     rules: list[type[ASTValidationRule]] = [
@@ -138,15 +179,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    documents = DocumentCache(rules, max_tokens=settings.graphql_max_tokens)
-    # Factories, not instances: Strawberry builds fresh extensions for every request. Neither
-    # hooks field resolution (a `resolve` hook would wrap every field of every request).
-    extensions: list[Callable[[], SchemaExtension]] = [ErrorCodes, lambda: CachedDocuments(documents)]
     return Schema(
+        documents=DocumentCache(rules, max_tokens=settings.graphql_max_tokens),
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions,
-        execution_context_class=Executor,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

@@ -4,18 +4,20 @@ fingerprint and its similar entities. Every lookup goes through the request's Da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar, cast
 
 import strawberry
+from graphql import FieldNode, SelectionNode
 
 from fingerprints import domain
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import FeatureWeightInput
-from fingerprints.schema.prefetch import prefetch, selected
+from fingerprints.schema.prefetch import prefetch, selected, similar_arguments, similar_node
+from fingerprints.schema.searches import similar_params
 from fingerprints.schema.types import EntityType, FeatureMap, SimilarItem
-from fingerprints.service import graph, similarity
+from fingerprints.service import graph
 from fingerprints.service.base import call
 from fingerprints.store.graph import AlbumRecord, ArtistRecord, PlaylistRecord, TrackRecord
 
@@ -61,20 +63,17 @@ async def _similar(
     ] = None,
     exclude_ids: list[strawberry.ID] | None = None,
 ) -> list[SimilarItem]:
-    result = await call(
-        similarity.find_similar,
-        info.context.services,
-        query={"entity_type": root.ENTITY_TYPE, "entity_id": str(root.id)},
+    params = similar_params(
+        root.ENTITY_TYPE,
+        str(root.id),
         feature_type=feature_type,
-        features=[{"feature_type": str(f.feature_type), "weight": f.weight} for f in features]
-        if features is not None
-        else None,
-        target_entity_type=target_entity_type,
+        features=features,
         limit=limit,
         min_score=min_score,
-        exclude_ids=[str(e) for e in exclude_ids] if exclude_ids is not None else None,
-        viewer=info.context.principal,
+        target_entity_type=target_entity_type,
+        exclude_ids=exclude_ids,
     )
+    result = await info.context.searches.run(params)
     items = [SimilarItem.of(item) for item in result.results]
     entity = selected(info, "entity")
     if entity is not None and items:
@@ -92,6 +91,40 @@ async def _prefetch_entities(
     if entity_type is domain.EntityType.PLAYLIST:  # coroutines: a visibility check after the load
         await asyncio.gather(*entities, return_exceptions=True)
     await info.context.loaders.rounds.idle()
+
+
+async def prefetch_similar(
+    info: Info, entity_type: domain.EntityType, entity_id: str, selected: Sequence[SelectionNode]
+) -> None:
+    """When the entity's selection asks for ``similar { entity { ... } }``, run that search
+    now and ask the loaders for the similar entities and their selected fields' data: the
+    caller's round then reads them with the entity itself, and ``similar`` finds all of it
+    done (see schema/searches.py).
+    Best effort: a search that fails, or arguments that do not convert here, are left to the
+    field, which reports them."""
+    node = similar_node(info, entity_type, selected)
+    if node is None or node.selection_set is None:
+        return
+    entity = [
+        s for s in node.selection_set.selections if isinstance(s, FieldNode) and s.name.value == "entity"
+    ]
+    if not entity:
+        return  # no entities to read: nothing to gain from searching first
+    params = similar_arguments(info, entity_type, entity_id, node)
+    if params is None:
+        return
+    try:
+        result = await info.context.searches.run(params)
+    except Exception:  # noqa: BLE001 - raised again, the same, where the field asks for it
+        return
+    target = result.target_entity_type
+    if not result.results or target is domain.EntityType.PLAYLIST:
+        return  # a playlist's visibility is known only once it is read: left to the field
+    ids = [str(item.entity_id) for item in result.results]
+    for i in ids:
+        load_entity(info, target, i)
+    selections = [s for field in entity if field.selection_set for s in field.selection_set.selections]
+    prefetch(info, target, ids, selections)
 
 
 def fingerprint_field() -> Any:

@@ -13,13 +13,62 @@ rule classes, and hashing a frozen-dataclass document walks the whole tree on ev
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    ExecutableDefinitionNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    InlineFragmentNode,
+    SelectionNode,
+    parse,
+    specified_rules,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 MAXSIZE = 256  # distinct query texts kept; bounded, so unique texts cannot grow memory
+
+
+@dataclass
+class Entry:
+    """A parsed document, its validation errors, and what executions of it may share."""
+
+    document: DocumentNode
+    errors: list[GraphQLError]
+    # For the executor (schema/execution.py): each object's collected fields, the same in every
+    # execution of a document whose selections no directive makes depend on variables
+    # (@skip/@include); None for any other document.
+    fields: dict[Any, Any] | None = field(default=None)
+
+
+def _has_directives(selections: Iterable[SelectionNode]) -> bool:
+    for selection in selections:
+        if selection.directives:
+            return True
+        if isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set is not None:
+            if _has_directives(selection.selection_set.selections):
+                return True
+    return False
+
+
+def static_selections(document: DocumentNode) -> bool:
+    """Whether the fields selected on each object are the same whatever the variables: no
+    directive on any selection, no fragment with variables of its own."""
+    for definition in document.definitions:
+        if not isinstance(definition, ExecutableDefinitionNode):
+            continue
+        if isinstance(definition, FragmentDefinitionNode) and definition.variable_definitions:
+            return False
+        if _has_directives(definition.selection_set.selections):
+            return False
+    return True
 
 
 class DocumentCache:
@@ -32,17 +81,23 @@ class DocumentCache:
         self.rules = (*specified_rules, *self.extra_rules)
         self.max_tokens = max_tokens
         self.maxsize = maxsize
-        self._entries: OrderedDict[str, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
 
     def get(self, schema: GraphQLSchema, query: str) -> tuple[DocumentNode, list[GraphQLError]]:
         """The parsed document and its validation errors; raises GraphQLError on a syntax
         error or too many tokens (such texts are not kept)."""
+        entry = self.entry(schema, query)
+        return entry.document, entry.errors
+
+    def entry(self, schema: GraphQLSchema, query: str) -> Entry:
+        """``get``'s document and errors with what its executions may share."""
         entry = self._entries.get(query)
         if entry is not None:
             self._entries.move_to_end(query)
             return entry
         document = parse(query, max_tokens=self.max_tokens)
-        entry = (document, validate_document(schema, document, self.rules))
+        errors = validate_document(schema, document, self.rules)
+        entry = Entry(document, errors, {} if not errors and static_selections(document) else None)
         self._entries[query] = entry
         if len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)

@@ -15,12 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionNode
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    SelectionNode,
+)
+from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.types.nodes import convert_arguments
 
 from fingerprints.domain import EntityType
 from fingerprints.schema.context import Info
 from fingerprints.schema.loaders import Loader
+from fingerprints.schema.plans import python_arguments
+from fingerprints.schema.searches import similar_params
 
 TYPE_NAMES = {
     EntityType.TRACK: "Track",
@@ -101,3 +111,32 @@ def prefetch(
 def _load_all(loader: Loader[str, Any], ids: Sequence[str]) -> None:
     for i in ids:
         loader.load(i)
+
+
+def similar_node(info: Info, entity_type: EntityType, selected: Iterable[SelectionNode]) -> FieldNode | None:
+    """The ``similar`` field selected on the entity, if any (the first, as graphql-core merges
+    the fields of one response name)."""
+    return subfields(info, selected, TYPE_NAMES[entity_type]).get("similar")
+
+
+def similar_arguments(
+    info: Info, entity_type: EntityType, entity_id: str, node: FieldNode
+) -> dict[str, Any] | None:
+    """The search parameters the ``similar`` resolver will compute for ``node`` (its arguments
+    coerced by graphql-core and converted by Strawberry, as for the resolver); None when they
+    do not convert here (the field then reports what is wrong with them)."""
+    raw_info = info._raw_info
+    object_type = raw_info.schema.get_type(TYPE_NAMES[entity_type])
+    if not isinstance(object_type, GraphQLObjectType) or "similar" not in object_type.fields:
+        return None
+    field = object_type.fields["similar"]
+    try:
+        # Strawberry's resolve infos carry the coerced variables only (a dict, not
+        # graphql-core's VariableValues): all that coercing the arguments reads of them.
+        variables: Any = raw_info.variable_values
+        if not isinstance(variables, VariableValues):
+            variables = VariableValues(sources={}, coerced=variables)
+        raw = get_argument_values(field, node, variables)
+        return similar_params(entity_type, entity_id, **python_arguments(raw_info.schema, field, raw))
+    except Exception:  # noqa: BLE001 - left to the field
+        return None

@@ -759,6 +759,96 @@ async def test_similar_on_entity_without_the_feature(env: Env) -> None:
     assert "mood" in answer["errors"][0]["message"]
 
 
+# ------------------------------------------------------------------ the search runs once
+
+SEARCH_VARIANTS = [
+    {"feature": "audio", "limit": 7},
+    {
+        "features": [{"featureType": "audio", "weight": 2.0}, {"featureType": "mood", "weight": 0.5}],
+        "limit": 4,
+    },
+    {"feature": "audio", "target": "ALBUM", "limit": 3, "minScore": -1.0},
+    {"feature": "audio", "limit": 5, "exclude": [tr(1), tr(2)]},
+]
+
+
+@contextmanager
+def counted_searches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The parameters of every ``find_similar`` call made meanwhile."""
+    from fingerprints.service import similarity
+
+    calls: list[dict[str, Any]] = []
+    find_similar = similarity.find_similar
+
+    def counted(svc: Any, **params: Any) -> Any:
+        calls.append(params)
+        return find_similar(svc, **params)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(similarity, "find_similar", counted)
+        yield calls
+
+
+@pytest.mark.parametrize("variables", SEARCH_VARIANTS, ids=["feature", "features", "target", "exclude"])
+async def test_similar_with_entities_searches_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch, variables: dict[str, Any]
+) -> None:
+    """track(id) runs the search of its `similar { entity }` before its round, and the field
+    gets that very outcome: one search per request, whatever the arguments."""
+    with counted_searches(monkeypatch) as calls:
+        got = await _similar_on_track(env, id=tr(12), **variables)
+    assert len(calls) == 1, calls
+    with counted_searches(monkeypatch) as calls:
+        # the same search without `entity`: the field searches itself, and finds the same
+        answer = await gql(
+            env.client,
+            SIMILAR_ON_TRACK.replace(
+                "entity { __typename ... on Track { id name } ... on Album { id name label } }", ""
+            ),
+            {"id": tr(12), **variables},
+        )
+    assert len(calls) == 1, calls
+    plain = ok(answer, "track")["similar"]
+    assert [(s["entityId"], s["score"]) for s in got] == [(s["entityId"], s["score"]) for s in plain]
+    assert all(s["entity"]["id"] == s["entityId"] for s in got)
+
+
+async def test_similar_searched_first_keeps_errors_where_they_were(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a failing search fails the field, once, with its code
+    query = SIMILAR_ON_TRACK
+    with counted_searches(monkeypatch) as calls:
+        answer = await gql(env.client, query, {"id": tr(2), "feature": "nope", "limit": 5})
+    assert len(calls) == 1, calls
+    assert [(e["path"], e["extensions"]["code"]) for e in answer["errors"]] == [
+        (["track", "similar"], "NOT_FOUND")
+    ]
+    assert answer["data"] is None  # similar and track are non-null: the error nulls the data
+    # an unknown track: NOT_FOUND for the track, nothing about the search run for it
+    answer = await gql(env.client, query, {"id": "no-such-track", "feature": "audio", "limit": 5})
+    assert [(e["path"], e["extensions"]["code"]) for e in answer["errors"]] == [(["track"], "NOT_FOUND")]
+
+
+async def test_two_similar_fields_each_get_their_own_search(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    query = """
+    query($id: ID!) {
+      track(id: $id) {
+        near: similar(featureType: "audio", limit: 3) { entityId entity { ... on Track { id } } }
+        far: similar(featureType: "mood", limit: 4) { entityId entity { ... on Track { id } } }
+      }
+    }"""
+    with counted_searches(monkeypatch) as calls:
+        data = ok_all(await gql(env.client, query, {"id": tr(20)}))
+    assert sorted(c["feature_type"] for c in calls) == ["audio", "mood"]
+    near = await _similar_on_track(env, id=tr(20), feature="audio", limit=3)
+    far = await _similar_on_track(env, id=tr(20), feature="mood", limit=4)
+    assert [s["entityId"] for s in data["track"]["near"]] == [s["entityId"] for s in near]
+    assert [s["entityId"] for s in data["track"]["far"]] == [s["entityId"] for s in far]
+
+
 # ------------------------------------------------------------------ outdated after a version bump
 
 FINGERPRINTS = """

@@ -283,23 +283,22 @@ query TrackPage($id: ID!, $limit: Int!) {
 
 # What the track page reads, per kind: a fixed number of each, whatever the number of results.
 # Albums are read with their tracks (the same statement joins them), so no album read of its
-# own; the similar tracks are read together with their credits (prefetched by `similar` for
-# the fields the query selects on them), each kind once.
+# own; `track(id)` runs the similarity search first, then reads the track and the similar
+# tracks together, with their credits (prefetched for the fields the query selects on them).
 EXACT = {
     "feature_types": 1,  # current versions, read once per request (the `outdated` flag)
     "feature_maps": 2,  # the fingerprint field; the query vector of `similar`
     "album_artists": 1,  # the album's artists
     "album_tracks": 1,  # the album's track ids
     "genres": 1,  # the track's artists' genres
-    "tracks": 3,  # the track (alone); the album's tracks; the similar tracks
-    "track_credits": 2,  # the track's credits (alone); the similar tracks'
+    "tracks": 2,  # the track with the similar tracks; the album's tracks
+    "track_credits": 1,  # the track's and the similar tracks' credits, together
     "artists": 1,  # the album's artists (credited artists come with their credits)
 }
-CEILING = sum(EXACT.values())  # 12 SELECTs
-# Read transactions, one per round of loads: the track; its credits, fingerprint and album's
-# artists and tracks; the artists' genres; the similar tracks with their credits; and the
-# similarity search, which reads the query vector in a transaction of its own. Five or six
-# (two rounds may or may not coalesce, depending on when the search's worker thread ends).
+CEILING = sum(EXACT.values())  # 10 SELECTs
+# Read transactions, one per round of loads: the track with the similar tracks, their credits
+# and the track's fingerprint; the album's artists and tracks; the artists' genres; and the
+# similarity search, which reads the query vector in a transaction of its own.
 MAX_TRANSACTIONS = 7
 
 

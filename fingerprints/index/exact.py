@@ -226,6 +226,8 @@ def _batch_candidates(keys: np.ndarray, k: int, slack: np.ndarray) -> tuple[np.n
         bound = np.take_along_axis(keys, part, axis=1).min(axis=1)
     else:
         s = sample.shape[1]
-        bound = np.partition(sample, s - k, axis=1)[:, s - k]
-    rows, cols = np.nonzero(keys >= (bound - slack)[:, None])
-    return rows, cols
+        # Partitioned as a contiguous copy: faster than in the strided view, copy included.
+        bound = np.partition(np.ascontiguousarray(sample), s - k, axis=1)[:, s - k]
+    # flatnonzero + divmod, not a 2-d nonzero: same pairs in the same (row-major) order, and
+    # several times faster over a mask of 100 million entries.
+    return np.divmod(np.flatnonzero(keys >= (bound - slack)[:, None]), n)  # type: ignore[no-any-return]

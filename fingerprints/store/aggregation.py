@@ -228,17 +228,15 @@ def member_track_keys(
             stmt = select(track_artists.c.artist_rowid, tracks.c.id, *extra).select_from(
                 track_artists.join(tracks, tracks.c.rowid == track_artists.c.track_rowid)
             )
-        return _restricted(conn, stmt, entity_type, main_only=main_only, filtered=filtered)
+        stmt = _restricted(conn, stmt, entity_type, main_only=main_only, filtered=filtered)
+        return dialect.columns_as_json(conn, stmt)  # a million (owner, id) pairs as two arrays
 
     params = {"ids": dialect.list_param(conn, owner_ids)} if owner_ids is not None else {}
     key = ("member_track_keys", entity_type, main_only, filtered, weight)
-    rows = dialect.cached_rows(conn, key, build, params)
-    if not rows:
-        return np.empty(0, np.int64), [], None if weight is None else np.empty(0, np.int64)
-    # itemgetter maps, not zip(*rows): that builds a call with a million arguments, ten times slower.
-    owners = np.fromiter(map(itemgetter(0), rows), np.int64, len(rows))
-    weights = np.fromiter(map(itemgetter(2), rows), np.int64, len(rows)) if weight is not None else None
-    return owners, list(map(itemgetter(1), rows)), weights
+    columns = dialect.json_columns(dialect.cached_rows(conn, key, build, params)[0])
+    owners = np.array(columns[0], dtype=np.int64)
+    weights = np.array(columns[2], dtype=np.int64) if weight is not None else None
+    return owners, columns[1], weights
 
 
 def version_bounds(conn: Connection, *, type_id: str) -> tuple[int | None, int | None]:

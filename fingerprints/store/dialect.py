@@ -156,6 +156,24 @@ def list_param(conn: Connection, values: Sequence[Any]) -> Any:
     return orjson.dumps(list(values)).decode() if conn.dialect.name == "sqlite" else list(values)
 
 
+def columns_as_json(conn: Connection, stmt: Any) -> Any:
+    """One row holding each column of ``stmt``'s rows as a JSON array, the arrays in the same
+    row order (every aggregate of one pass sees the rows in the same order, and ``json_agg``
+    is never split over parallel workers). Millions of rows then cross into Python as a few
+    strings parsed in C, several times faster than a tuple and its objects per row."""
+    rows = stmt.subquery()
+    aggregate = func.json_group_array if conn.dialect.name == "sqlite" else func.json_agg
+    return select(*(aggregate(column) for column in rows.c))
+
+
+def json_columns(row: Sequence[Any]) -> list[list[Any]]:
+    """The lists of a ``columns_as_json`` row (SQLite returns text, psycopg parsed JSON, and
+    PostgreSQL NULL for no rows)."""
+    return [
+        [] if value is None else orjson.loads(value) if isinstance(value, str) else value for value in row
+    ]
+
+
 _UPSERT_SQL: dict[
     tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], tuple[str, list[str]]
 ] = {}

@@ -470,7 +470,9 @@ def _gather(
     if entity_type is EntityType.ALBUM and scan:
         # Every album's members with their vectors in one scan: no membership read, no join.
         with svc.dbs.catalog.read() as conn:
-            rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+            rowid_of = agg_store.owner_rowids(
+                conn, entity_type=entity_type, owner_ids=None if scan else owner_ids
+            )
             album_rowids, matrix, versions, weight_values = agg_store.album_member_maps(
                 conn, type_id=type_id, dimension=dimension, weight=column
             )
@@ -500,7 +502,9 @@ def _gather(
         members = np.fromiter((rowid_of.get(t, -1) for _, t in pairs), dtype=np.int64, count=len(pairs))
     else:
         with svc.dbs.catalog.read() as conn:
-            rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+            rowid_of = agg_store.owner_rowids(
+                conn, entity_type=entity_type, owner_ids=None if scan else owner_ids
+            )
             owner_rowids, members = agg_store.member_rowids(
                 conn, entity_type=entity_type, owner_ids=None if scan else owner_ids, main_only=main_only
             )
@@ -562,7 +566,9 @@ def _gather_from_index(
     position = svc.feed.positions[catalog.name]
     column = WEIGHT_COLUMN.get(feature_type.aggregation_method)
     with catalog.read() as conn:
-        rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=owner_ids)
+        rowid_of = agg_store.owner_rowids(
+            conn, entity_type=entity_type, owner_ids=None if scan else owner_ids
+        )
         owner_rowids, track_ids, weighted = agg_store.member_track_keys(
             conn,
             entity_type=entity_type,
@@ -635,18 +641,22 @@ def _write(
     width = feature_type.dimension * VECTOR_DTYPE.itemsize
     versions = version.tolist()
     kind, type_id = entity_type.value, feature_type.id
-    written = [
-        NewFeatureMap(
-            kind,
-            owner_ids[i],
-            type_id,
-            versions[i],
-            packed[i * width : (i + 1) * width],
-            timestamp,
-            f'{{"track_count":{sizes[i]},"method":{method}}}',
-        )
-        for i in present
-    ]
+    # The rows built column by column and zipped in C (a chunk has thousands); one metadata
+    # string per distinct member count.
+    metadata = {size: f'{{"track_count":{size},"method":{method}}}' for size in set(sizes)}
+    n = len(present)
+    columns = (
+        itertools.repeat(kind, n),
+        [owner_ids[i] for i in present],
+        itertools.repeat(type_id, n),
+        [versions[i] for i in present],
+        [packed[i * width : (i + 1) * width] for i in present],
+        itertools.repeat(timestamp, n),
+        [metadata[sizes[i]] for i in present],
+    )
+    written: list[NewFeatureMap] = list(
+        map(tuple.__new__, itertools.repeat(NewFeatureMap, n), zip(*columns, strict=True))
+    )
     playlists = entity_type is EntityType.PLAYLIST
     with svc.dbs.for_entity(entity_type).write() as conn:
         maps_store.upsert_feature_maps(conn, rows=written, playlists=playlists)

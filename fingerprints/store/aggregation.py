@@ -264,9 +264,21 @@ def foreign_changes_after(conn: Connection, *, seq: int, origin: str) -> bool:
     return conn.execute(stmt).first() is not None
 
 
-def owner_rowids(conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str]) -> dict[str, int]:
-    """id -> rowid of those of these albums or artists that exist."""
+def owner_rowids(
+    conn: Connection, *, entity_type: EntityType, owner_ids: Sequence[str] | None
+) -> dict[str, int]:
+    """id -> rowid of those of these albums or artists that exist (None: of all of them, read
+    as two JSON arrays: a scan's hundred thousand owners in a third of the time)."""
     table = albums if entity_type is EntityType.ALBUM else artists
+    if owner_ids is None:
+        row = dialect.cached_rows(
+            conn,
+            ("all_owner_rowids", entity_type),
+            lambda: dialect.columns_as_json(conn, select(table.c.id, table.c.rowid)),
+            {},
+        )[0]
+        ids, rowids = dialect.json_columns(row)
+        return dict(zip(ids, rowids, strict=True))
     rows = dialect.cached_rows(
         conn,
         ("owner_rowids", entity_type),

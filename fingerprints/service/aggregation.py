@@ -470,9 +470,7 @@ def _gather(
     if entity_type is EntityType.ALBUM and scan:
         # Every album's members with their vectors in one scan: no membership read, no join.
         with svc.dbs.catalog.read() as conn:
-            rowid_of = agg_store.owner_rowids(
-                conn, entity_type=entity_type, owner_ids=None if scan else owner_ids
-            )
+            rowid_of = agg_store.owner_rowids(conn, entity_type=entity_type, owner_ids=None)
             album_rowids, matrix, versions, weight_values = agg_store.album_member_maps(
                 conn, type_id=type_id, dimension=dimension, weight=column
             )

@@ -93,19 +93,12 @@ class Executor(Completion):
                             field_details_list,
                             Path(path, response_name, parent_type.name),
                         )
-                        result = None
-                    elif result is not _GENERAL:
+                        results[response_name] = None
+                        continue
+                    if result is not _GENERAL:
                         results[response_name] = result
                         continue
-                    else:
-                        result = self.execute_field(
-                            parent_type,
-                            source_value,
-                            field_details_list,
-                            Path(path, response_name, parent_type.name),
-                            None,
-                        )
-                elif step == _STEP_PLANNED:
+                if step == _STEP_PLANNED:
                     result = self._execute_planned(
                         plan,
                         field,
@@ -114,7 +107,7 @@ class Executor(Completion):
                         field_details_list,
                         Path(path, response_name, parent_type.name),
                     )
-                else:
+                else:  # a general field, or a leaf its plan leaves to graphql-core
                     result = self.execute_field(
                         parent_type,
                         source_value,

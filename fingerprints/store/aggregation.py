@@ -354,7 +354,7 @@ def album_member_maps(
     """Every album membership with its track's map of one feature type, in one scan of the maps:
     album rowids, (n, dimension) matrix, versions, and the track's ``weight`` column if asked.
     A track is on one album at most, so each map is read once, and the members need no join
-    to the vectors afterwards. Tracks without an album or without a map are not listed."""
+    to the vectors afterwards (every track has an album). Tracks without a map are not listed."""
     fm, t = feature_maps.c, tracks.c
 
     def build() -> Any:
@@ -362,11 +362,7 @@ def album_member_maps(
         return (
             select(t.album_rowid, fm.vector, fm.version, *extra)
             .select_from(feature_maps.join(tracks, t.id == fm.entity_id))
-            .where(
-                fm.feature_type_id == bindparam("type_id"),
-                fm.entity_type == EntityType.TRACK.value,
-                t.album_rowid.is_not(None),
-            )
+            .where(fm.feature_type_id == bindparam("type_id"), fm.entity_type == EntityType.TRACK.value)
         )
 
     columns, matrix = _vector_rows(

@@ -140,7 +140,7 @@ class Rounds:
         jobs = [(loader.fetch, list(due)) for loader, due in batches]
         if graph.inline(self.svc, sum(len(keys) for _, keys in jobs)):
             try:
-                results = graph.run_round(self.svc, jobs)
+                results = graph.run_round(self.svc, jobs, inline=True)
             except Exception as exc:  # noqa: BLE001 - e.g. the database is gone: every load fails
                 results = [exc] * len(jobs)
             self._settle(batches, results)

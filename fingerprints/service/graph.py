@@ -27,17 +27,21 @@ statement), go to a worker thread."""
 
 
 class Reads:
-    """The connections of one round: one read transaction per database, opened on first use."""
+    """The connections of one round: one read transaction per database, opened on first use
+    (``kept``: on the connection the thread keeps, ``Database.kept_read``)."""
 
-    def __init__(self, svc: Services, stack: ExitStack) -> None:
+    def __init__(self, svc: Services, stack: ExitStack, *, kept: bool = False) -> None:
         self.svc = svc
         self._stack = stack
+        self._kept = kept
         self._open: dict[str, Connection] = {}
 
     def _conn(self, db: Database) -> Connection:
         conn = self._open.get(db.name)
         if conn is None:
-            conn = self._open[db.name] = self._stack.enter_context(db.read())
+            conn = self._open[db.name] = self._stack.enter_context(
+                db.kept_read() if self._kept else db.read()
+            )
         return conn
 
     @property
@@ -55,12 +59,15 @@ class Reads:
 Fetch = Callable[[Reads, Sequence[Any]], Any]
 
 
-def run_round(svc: Services, jobs: Sequence[tuple[Fetch, Sequence[Any]]]) -> list[Any]:
+def run_round(
+    svc: Services, jobs: Sequence[tuple[Fetch, Sequence[Any]]], *, inline: bool = False
+) -> list[Any]:
     """Run each ``fetch(reads, keys)`` of a round; each one's result or the exception it raised
-    (one failing batch fails only the loads of that batch)."""
+    (one failing batch fails only the loads of that batch). ``inline``: a round read on the
+    event loop (see ``inline()``), on the connections the loop's thread keeps."""
     out: list[Any] = []
     with ExitStack() as stack:
-        reads = Reads(svc, stack)
+        reads = Reads(svc, stack, kept=inline)
         for fetch, keys in jobs:
             try:
                 out.append(fetch(reads, keys))

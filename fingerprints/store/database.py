@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
@@ -27,11 +28,59 @@ class Database:
         # One writer at a time in this process; busy_timeout covers other processes. Reentrant,
         # so a use case can hold it across its commit and the in-memory updates that follow.
         self._write_lock = threading.RLock()
+        # Thread id -> the connection that thread keeps for ``kept_read`` (see there).
+        self._kept: dict[int, Connection] = {}
+        self._kept_lock = threading.Lock()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def kept_read(self) -> Iterator[Connection]:
+        """``read()`` on a connection the calling thread keeps between uses, for the small reads
+        a GraphQL request makes on the event loop (``service.graph.inline``; SQLite only,
+        elsewhere this is ``read()``).
+
+        A pool checkout, SQLAlchemy's transaction around it and the check-in cost several times
+        what those statements do; here a use is one plain ``BEGIN`` and ``COMMIT`` on the
+        driver connection, and the pages the reads touch stay in that connection's own cache.
+        Each use is still a read transaction of its own: it sees every commit made before it
+        began. One connection per thread, and a thread never runs two of these blocks at once
+        (nothing in them awaits), so two transactions never share it.
+
+        The block must read through the driver connection (``dialect.cached_rows`` and the
+        like): SQLAlchemy's own ``execute`` would begin a second transaction inside this one.
+        A connection whose use failed, or that SQLAlchemy began a transaction on, is closed
+        rather than kept."""
+        if self.dialect != "sqlite":
+            with self.read() as conn:
+                yield conn
+            return
+        ident = threading.get_ident()
+        kept = self._kept.get(ident)
+        if kept is None or kept.closed or kept.invalidated:
+            kept = self.engine.connect()
+            with self._kept_lock:
+                self._kept[ident] = kept
+        conn = kept
+        raw: Any = conn.connection.dbapi_connection
+        healthy = False
+        try:
+            raw.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")  # a read: ending it discards nothing
+            healthy = not conn.in_transaction()
+        finally:
+            if not healthy:
+                with self._kept_lock:
+                    if self._kept.get(ident) is conn:
+                        del self._kept[ident]
+                conn.close()
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
@@ -55,6 +104,10 @@ class Database:
         return dialect.file_paths(self.engine)
 
     def dispose(self) -> None:
+        with self._kept_lock:
+            kept, self._kept = list(self._kept.values()), {}
+        for conn in kept:
+            conn.close()
         self.engine.dispose()
 
     def __repr__(self) -> str:

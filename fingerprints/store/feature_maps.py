@@ -43,11 +43,20 @@ PLAYLIST_MAP_COLUMNS = ["playlist_id", *MAP_COLUMNS[2:]]
 UPDATED_COLUMNS = ["version", "vector", "computed_at", "metadata"]
 
 
-def entity_table(entity_type: EntityType) -> tuple[Table, ColumnElement[Any], list[ColumnElement[bool]]]:
-    """The table, its entity-id column and the row filter that holds one entity type."""
-    if entity_type is EntityType.PLAYLIST:
-        return playlist_feature_maps, playlist_feature_maps.c.playlist_id, []
-    return feature_maps, feature_maps.c.entity_id, [feature_maps.c.entity_type == entity_type.value]
+_ENTITY_TABLES: dict[EntityType, tuple[Table, ColumnElement[Any], tuple[ColumnElement[bool], ...]]] = {
+    entity_type: (playlist_feature_maps, playlist_feature_maps.c.playlist_id, ())
+    if entity_type is EntityType.PLAYLIST
+    else (feature_maps, feature_maps.c.entity_id, (feature_maps.c.entity_type == entity_type.value,))
+    for entity_type in EntityType
+}
+
+
+def entity_table(
+    entity_type: EntityType,
+) -> tuple[Table, ColumnElement[Any], tuple[ColumnElement[bool], ...]]:
+    """The table, its entity-id column and the row filter that holds one entity type (built
+    once: every read of a query vector asks for them)."""
+    return _ENTITY_TABLES[entity_type]
 
 
 def upsert_feature_maps(conn: Connection, *, rows: Sequence[MapRow], playlists: bool) -> None:

@@ -13,16 +13,22 @@ import pytest
 from fingerprints.schema.loaders import Loader, Rounds
 from fingerprints.service import graph
 
-Seen = list[list[tuple[str, list[Any]]]]
+
+class Seen(list[list[tuple[str, list[Any]]]]):
+    """Every round: its (fetch, keys) jobs; and in ``inline``, whether it was read inline."""
+
+    inline: list[bool]
 
 
 @pytest.fixture
 def seen(monkeypatch: pytest.MonkeyPatch) -> Seen:
     """Rounds run without a database: each fetch gets ``reads=None``; every round recorded."""
-    rounds: Seen = []
+    rounds = Seen()
+    rounds.inline = []
 
-    def run_round(svc: Any, jobs: Sequence[tuple[Any, Sequence[Any]]]) -> list[Any]:
+    def run_round(svc: Any, jobs: Sequence[tuple[Any, Sequence[Any]]], *, inline: bool = False) -> list[Any]:
         rounds.append([(fetch.__name__, list(keys)) for fetch, keys in jobs])
+        rounds.inline.append(inline)
         out: list[Any] = []
         for fetch, keys in jobs:
             try:
@@ -58,6 +64,7 @@ async def test_one_round_per_turn_for_every_loader(seen: Seen) -> None:
     size = sizes.load("abc")
     await rounds.idle()
     assert seen == [[("upper", ["a", "b", "missing"]), ("length", ["abc"])]]
+    assert seen.inline == [True]  # on the event loop: on the connection its thread keeps
     assert first.result() == "A" and size.result() == 30
     assert await both == ["B", "?"]  # a miss is the loader's default
 
@@ -91,4 +98,5 @@ async def test_idle_waits_for_a_round_read_in_a_worker(seen: Seen, monkeypatch: 
     await idle
     assert future.result() == "W"
     assert seen == [[("upper", ["w"])]]
+    assert seen.inline == [False]  # a worker thread reads on pooled connections, keeps none
     await rounds.idle()  # nothing due: done at once

@@ -21,7 +21,9 @@ is both:
 Transactions are counted by the ``begin`` event, not by a ``BEGIN`` statement: on SQLite the
 dialect issues one (``dialect.configure_engine``), but psycopg opens PostgreSQL transactions
 implicitly, with no statement the engine would see. The SQLite ``BEGIN`` statement itself is
-left out, so each transaction counts once on both backends.
+left out, so each transaction counts once on both backends. A round read on the event loop
+(SQLite) begins on the driver connection the loop's thread keeps (``Database.kept_read``),
+which no engine event sees: a wrapper around ``kept_read`` counts those transactions.
 
 Only the statements of the request under test are counted: the test sets a context variable
 around the POST; httpx's ASGI transport runs the app in the caller's task, asyncio tasks and
@@ -38,6 +40,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,11 +194,27 @@ async def env(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Asy
                 (database.engine, "before_cursor_execute", on_execute),
                 (database.engine, "begin", on_begin),
             ]
+            if database.dialect == "sqlite":
+                # A round read on the event loop begins its transaction on the driver
+                # connection (Database.kept_read): no engine event sees it.
+                database.kept_read = _counted_kept_read(database.kept_read, log, f"engine:{name}")  # type: ignore[method-assign]
         try:
             yield Env(client, app, log, vectors)
         finally:
             for engine, name, fn in listeners:
                 event.remove(engine, name, fn)
+            for database in (dbs.catalog, dbs.user):
+                database.__dict__.pop("kept_read", None)
+
+
+def _counted_kept_read(kept_read: Any, log: StatementLog, source: str) -> Any:
+    @contextmanager
+    def counted() -> Iterator[Any]:
+        log.add(source, "BEGIN")
+        with kept_read() as conn:
+            yield conn
+
+    return counted
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ fingerprint and its similar entities. Every lookup goes through the request's Da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from typing import Annotated, Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import strawberry
 from graphql import FieldNode, SelectionNode
@@ -14,6 +14,7 @@ from fingerprints import domain
 from fingerprints.errors import NotFound, ValidationError
 from fingerprints.schema.context import Info
 from fingerprints.schema.inputs import FeatureWeightInput
+from fingerprints.schema.loaders import load_entity, pending
 from fingerprints.schema.prefetch import prefetch, selected, similar_arguments, similar_node
 from fingerprints.schema.searches import similar_params
 from fingerprints.schema.types import EntityType, FeatureMap, SimilarItem
@@ -22,17 +23,6 @@ from fingerprints.service.base import call
 from fingerprints.store.graph import AlbumRecord, ArtistRecord, PlaylistRecord, TrackRecord
 
 MAX_PAGE = 100
-T = TypeVar("T")
-
-
-def pending(awaitable: Awaitable[T]) -> T:
-    """A loader's future as a field's value: graphql-core awaits it, so the field's resolver is
-    a plain function (no coroutine of its own per object). A future that has already succeeded
-    (``prefetch`` warmed the loader) gives its value at once: nothing left to await."""
-    if isinstance(awaitable, asyncio.Future) and awaitable.done() and not awaitable.cancelled():
-        if awaitable.exception() is None:
-            return cast(T, awaitable.result())
-    return cast(T, awaitable)
 
 
 def _fingerprint(
@@ -314,25 +304,6 @@ CatalogEntity = Annotated[
     Track | Album | Artist | Playlist,
     strawberry.union("CatalogEntity", description="A track, album, artist or playlist."),
 ]
-
-
-def load_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Awaitable[Any]:
-    """One entity through the request's loaders; None when missing or not visible."""
-    loaders = info.context.loaders
-    if entity_type is domain.EntityType.TRACK:
-        return loaders.track.load(entity_id)
-    if entity_type is domain.EntityType.ALBUM:
-        return loaders.album.load(entity_id)
-    if entity_type is domain.EntityType.ARTIST:
-        return loaders.artist.load(entity_id)
-    return _visible_playlist(info, entity_id)
-
-
-async def _visible_playlist(info: Info, playlist_id: str) -> Playlist | None:
-    playlist = await info.context.loaders.playlist.load(playlist_id)
-    if playlist is None or not info.context.principal.can_see_playlist(playlist.owner_id):
-        return None
-    return playlist
 
 
 async def require_entity(info: Info, entity_type: domain.EntityType, entity_id: str) -> Any:

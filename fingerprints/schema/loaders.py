@@ -20,7 +20,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from fingerprints.domain import EntityType
 from fingerprints.service import graph
@@ -29,6 +29,7 @@ from fingerprints.service.graph import Fetch, Reads
 
 if TYPE_CHECKING:
     from fingerprints.schema.catalog import Album, Artist, ArtistCredit, Playlist, Track
+    from fingerprints.schema.context import Info
     from fingerprints.schema.types import FeatureMap
 
 K = TypeVar("K")
@@ -248,3 +249,32 @@ def make_loaders(svc: Services) -> Loaders:
         playlist_tracks=Loader(rounds, _members(graph.playlist_tracks, graph.tracks), tracks, []),
         feature_maps=Loader(rounds, _maps_fetch(rounds), maps, []),
     )
+
+
+def pending(awaitable: Awaitable[T]) -> T:
+    """A loader's future as a field's value: graphql-core awaits it, so the field's resolver is
+    a plain function (no coroutine of its own per object). A future that has already succeeded
+    (``prefetch`` warmed the loader) gives its value at once: nothing left to await."""
+    if isinstance(awaitable, asyncio.Future) and awaitable.done() and not awaitable.cancelled():
+        if awaitable.exception() is None:
+            return cast(T, awaitable.result())
+    return cast(T, awaitable)
+
+
+def load_entity(info: Info, entity_type: EntityType, entity_id: str) -> Awaitable[Any]:
+    """One entity through the request's loaders; None when missing or not visible."""
+    loaders = info.context.loaders
+    if entity_type is EntityType.TRACK:
+        return loaders.track.load(entity_id)
+    if entity_type is EntityType.ALBUM:
+        return loaders.album.load(entity_id)
+    if entity_type is EntityType.ARTIST:
+        return loaders.artist.load(entity_id)
+    return _visible_playlist(info, entity_id)
+
+
+async def _visible_playlist(info: Info, playlist_id: str) -> Playlist | None:
+    playlist = await info.context.loaders.playlist.load(playlist_id)
+    if playlist is None or not info.context.principal.can_see_playlist(playlist.owner_id):
+        return None
+    return playlist

@@ -38,9 +38,17 @@ from graphql import (
     GraphQLUnionType,
 )
 from graphql.type import is_leaf_type
+from strawberry.relay.types import GlobalID
+from strawberry.scalars import is_scalar
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_argument
-from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.base import (
+    StrawberryList,
+    StrawberryMaybe,
+    StrawberryObjectDefinition,
+    StrawberryOptional,
+    StrawberryType,
+)
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 from strawberry.types.union import StrawberryUnion
@@ -232,16 +240,51 @@ def _converter(
     type looked up once (it converts every name with the schema's name converter per call)."""
     config = strawberry_schema.config
     registry = strawberry_schema.schema_converter.scalar_registry
-    arguments = [(config.name_converter.from_argument(a), a.python_name, a.type) for a in field.arguments]
+    arguments = [
+        (config.name_converter.from_argument(a), a.python_name, a.type, _plain_shape(a.type, registry))
+        for a in field.arguments
+    ]
 
     def convert(raw: dict[str, Any], info: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if raw:
-            for name, python_name, type_ in arguments:
+            for name, python_name, type_, shape in arguments:
                 if name in raw:
-                    kwargs[python_name] = convert_argument(
-                        raw[name], type_, registry, config, info, path=(name,)
-                    )
+                    value = raw[name]
+                    if shape == _AS_IS or value is None:
+                        kwargs[python_name] = value
+                    elif shape == _LIST_COPY:
+                        kwargs[python_name] = list(value)
+                    else:
+                        kwargs[python_name] = convert_argument(
+                            value, type_, registry, config, info, path=(name,)
+                        )
         return kwargs
 
     return convert
+
+
+_CONVERT, _AS_IS, _LIST_COPY = 0, 1, 2
+
+
+def _plain_shape(type_: Any, registry: Any) -> int:
+    """What ``convert_argument`` does to a value of ``type_`` when that is nothing much:
+    ``_AS_IS`` for a scalar (not a ``GlobalID``) or an optional one, which it returns as it is
+    (graphql-core parsed it already); ``_LIST_COPY`` for a list of those, optional or not,
+    which it copies; ``_CONVERT`` for anything else (input objects, enums, ``Maybe``...),
+    which it must convert. None converts to None in every case."""
+    if isinstance(type_, StrawberryOptional) and not isinstance(type_, StrawberryMaybe):
+        type_ = type_.of_type
+    if _plain_scalar(type_, registry):
+        return _AS_IS
+    if isinstance(type_, StrawberryList):
+        item = type_.of_type
+        if isinstance(item, StrawberryOptional) and not isinstance(item, StrawberryMaybe):
+            item = item.of_type
+        if _plain_scalar(item, registry):
+            return _LIST_COPY
+    return _CONVERT
+
+
+def _plain_scalar(type_: Any, registry: Any) -> bool:
+    return type_ is not GlobalID and not isinstance(type_, StrawberryType) and is_scalar(type_, registry)

@@ -8,6 +8,7 @@ import strawberry
 
 from fingerprints import domain
 from fingerprints.schema.context import Info
+from fingerprints.schema.loaders import load_entity, pending
 from fingerprints.schema.scalars import JSON, Vector
 from fingerprints.service.aggregation import Job as JobValue
 from fingerprints.service.catalog import CatalogResult as CatalogResultValue
@@ -250,9 +251,7 @@ class SimilarItem:
     def entity(
         self, info: Info
     ) -> Annotated[CatalogEntity, strawberry.lazy("fingerprints.schema.catalog")] | None:  # noqa: F821
-        from fingerprints.schema.catalog import load_entity, pending  # the catalog types build on this module
-
-        return pending(load_entity(info, domain.EntityType(self.entity_type), str(self.entity_id)))
+        return pending(load_entity(info, self.entity_type, self.entity_id))
 
     @classmethod
     def of(cls, item: SimilarItemValue) -> SimilarItem:

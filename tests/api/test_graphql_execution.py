@@ -344,3 +344,76 @@ async def test_conditional_selections_are_not_shared() -> None:
     for with_title, expected in ((True, {"id": "s1", "title": "One"}), (False, {"id": "s1"})):
         result = await schema.execute_prepared(prepared, variable_values={"withTitle": with_title})
         assert result.data == {"songs": [expected]}
+
+
+# ------------------------------------------------------------------ argument conversion
+
+
+@strawberry.input
+class Range:
+    low: int
+    high: int | None = None
+
+
+@strawberry.type
+class ArgumentsQuery:
+    @strawberry.field
+    def echo(
+        self,
+        an_id: strawberry.ID | None = None,
+        number: int = 1,
+        maybe_text: str | None = None,
+        ids: list[strawberry.ID] | None = None,
+        holes: list[str | None] | None = None,
+        color: Color | None = None,
+        colors: list[Color] | None = None,
+        within: Range | None = None,
+        ranges: list[Range] | None = None,
+        node: strawberry.relay.GlobalID | None = None,
+        nodes: list[strawberry.relay.GlobalID] | None = None,
+        kept: strawberry.Maybe[str] = None,
+        nested: list[list[int]] | None = None,
+    ) -> str:
+        return "ok"
+
+
+def test_arguments_convert_as_strawberry_converts_them() -> None:
+    """The resolver's converter hands plain scalars over as they are and copies lists of them,
+    as ``convert_argument`` does; every other type goes through ``convert_argument``."""
+    from strawberry.relay import GlobalID
+    from strawberry.types.arguments import convert_argument
+
+    from fingerprints.schema.plans import _converter
+
+    strawberry_schema = strawberry.Schema(query=ArgumentsQuery)
+    field = next(f for f in strawberry_schema.get_type_by_name("ArgumentsQuery").fields if f.name == "echo")  # type: ignore[union-attr]
+    raw = {
+        "anId": "x",
+        "number": 7,
+        "maybeText": None,
+        "ids": ["a", "b"],
+        "holes": ["a", None],
+        "color": Color.BLUE,
+        "colors": [Color.RED],
+        "within": {"low": 1},
+        "ranges": [{"low": 2, "high": 3}],
+        "node": str(GlobalID("Item", "1")),  # graphql-core hands the encoded id over
+        "nodes": [str(GlobalID("Item", "2"))],
+        "kept": "k",
+        "nested": [[1, 2], [3]],
+    }
+    converted = _converter(strawberry_schema, field)(raw, None)
+    config, registry = strawberry_schema.config, strawberry_schema.schema_converter.scalar_registry
+    for argument in field.arguments:
+        name = config.name_converter.from_argument(argument)
+        expected = convert_argument(raw[name], argument.type, registry, config, None, path=(name,))
+        assert converted[argument.python_name] == expected, name
+        assert type(converted[argument.python_name]) is type(expected), name
+        if isinstance(raw[name], list):  # a list is a copy: the resolver may change it
+            assert converted[argument.python_name] is not raw[name], name
+    assert converted["ids"] == ["a", "b"] and converted["within"] == Range(low=1)
+    assert converted["node"] == GlobalID("Item", "1")  # decoded, not as it came
+    assert _converter(strawberry_schema, field)({"ids": None, "number": 0}, None) == {
+        "ids": None,
+        "number": 0,
+    }

@@ -251,14 +251,14 @@ def _converter(
             for name, python_name, type_, shape in arguments:
                 if name in raw:
                     value = raw[name]
-                    if shape == _AS_IS or value is None:
-                        kwargs[python_name] = value
-                    elif shape == _LIST_COPY:
-                        kwargs[python_name] = list(value)
-                    else:
+                    if shape == _CONVERT:
                         kwargs[python_name] = convert_argument(
                             value, type_, registry, config, info, path=(name,)
                         )
+                    elif shape == _AS_IS or value is None:
+                        kwargs[python_name] = value
+                    else:
+                        kwargs[python_name] = list(value)
         return kwargs
 
     return convert
@@ -271,8 +271,8 @@ def _plain_shape(type_: Any, registry: Any) -> int:
     """What ``convert_argument`` does to a value of ``type_`` when that is nothing much:
     ``_AS_IS`` for a scalar (not a ``GlobalID``) or an optional one, which it returns as it is
     (graphql-core parsed it already); ``_LIST_COPY`` for a list of those, optional or not,
-    which it copies; ``_CONVERT`` for anything else (input objects, enums, ``Maybe``...),
-    which it must convert. None converts to None in every case."""
+    which it copies (None stays None for both); ``_CONVERT`` for anything else (input
+    objects, enums, ``Maybe``, which wraps even a null...): ``convert_argument`` decides."""
     if isinstance(type_, StrawberryOptional) and not isinstance(type_, StrawberryMaybe):
         type_ = type_.of_type
     if _plain_scalar(type_, registry):

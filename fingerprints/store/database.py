@@ -44,7 +44,7 @@ class Database:
         elsewhere this is ``read()``).
 
         A pool checkout, SQLAlchemy's transaction around it and the check-in cost several times
-        what those statements do; here a use is one plain ``BEGIN`` and ``COMMIT`` on the
+        what those statements do; here a use is one plain ``BEGIN`` and ``ROLLBACK`` on the
         driver connection, and the pages the reads touch stay in that connection's own cache.
         Each use is still a read transaction of its own: it sees every commit made before it
         began. One connection per thread, and a thread never runs two of these blocks at once

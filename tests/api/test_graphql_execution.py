@@ -372,6 +372,7 @@ class ArgumentsQuery:
         node: strawberry.relay.GlobalID | None = None,
         nodes: list[strawberry.relay.GlobalID] | None = None,
         kept: strawberry.Maybe[str] = None,
+        maybe_null: strawberry.Maybe[str | None] = None,
         nested: list[list[int]] | None = None,
     ) -> str:
         return "ok"
@@ -382,6 +383,7 @@ def test_arguments_convert_as_strawberry_converts_them() -> None:
     as ``convert_argument`` does; every other type goes through ``convert_argument``."""
     from strawberry.relay import GlobalID
     from strawberry.types.arguments import convert_argument
+    from strawberry.types.maybe import Some
 
     from fingerprints.schema.plans import _converter
 
@@ -400,6 +402,7 @@ def test_arguments_convert_as_strawberry_converts_them() -> None:
         "node": str(GlobalID("Item", "1")),  # graphql-core hands the encoded id over
         "nodes": [str(GlobalID("Item", "2"))],
         "kept": "k",
+        "maybeNull": None,  # Some(None): a Maybe wraps even a null
         "nested": [[1, 2], [3]],
     }
     converted = _converter(strawberry_schema, field)(raw, None)
@@ -413,7 +416,12 @@ def test_arguments_convert_as_strawberry_converts_them() -> None:
             assert converted[argument.python_name] is not raw[name], name
     assert converted["ids"] == ["a", "b"] and converted["within"] == Range(low=1)
     assert converted["node"] == GlobalID("Item", "1")  # decoded, not as it came
-    assert _converter(strawberry_schema, field)({"ids": None, "number": 0}, None) == {
+    assert converted["maybe_null"] == Some(None)
+    nulls = {"anId": None, "ids": None, "holes": None, "within": None, "number": 0}
+    assert _converter(strawberry_schema, field)(nulls, None) == {
+        "an_id": None,
         "ids": None,
+        "holes": None,
+        "within": None,
         "number": 0,
     }

@@ -357,6 +357,40 @@ async def test_track_page_statements_do_not_grow_with_the_results(env: Env, coun
     print(f"\nSELECTs (SELECT+BEGIN) per track page: limit 5 {measured[5]}, limit 50 {measured[50]}")
 
 
+async def test_a_track_page_checks_out_what_its_search_does(env: Env, backend: Backend) -> None:
+    """On SQLite the page's read round runs on the event loop, on the connection the loop's
+    thread keeps (``Database.kept_read``): the page checks out of the pool exactly what the
+    same search over REST does. On PostgreSQL the round takes a pooled connection too."""
+    engine = env.app.state.services.dbs.catalog.engine
+    checkouts: list[str | None] = []
+
+    def on_checkout(*_: Any) -> None:
+        checkouts.append(REQUEST.get())
+
+    await tagged(env, "warm-up", TRACK_PAGE, {"id": ROOT, "limit": 5})
+    event.listen(engine, "checkout", on_checkout)
+    try:
+        for run in range(3):
+            await tagged(env, f"page-{run}", TRACK_PAGE, {"id": ROOT, "limit": 20})
+            token = REQUEST.set(f"rest-{run}")
+            try:
+                response = await env.client.get(
+                    f"/v1/content/similar/track/{ROOT}", params={"feature_type": "audio", "limit": 20}
+                )
+            finally:
+                REQUEST.reset(token)
+            assert response.status_code == 200, response.text
+    finally:
+        event.remove(engine, "checkout", on_checkout)
+    pages = [checkouts.count(f"page-{run}") for run in range(3)]
+    searches = [checkouts.count(f"rest-{run}") for run in range(3)]
+    assert all(n >= 1 for n in searches), searches
+    if backend == "sqlite":
+        assert pages == searches, (pages, searches)
+    else:
+        assert all(p > s for p, s in zip(pages, searches, strict=True)), (pages, searches)
+
+
 async def test_track_page_statements_at_a_higher_limit(env: Env, counting: StatementLog) -> None:
     """The same fixed count with 300 similar tracks (nearly every album and artist)."""
     await tagged(env, "warm-up", TRACK_PAGE, {"id": ROOT, "limit": 5})

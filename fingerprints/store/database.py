@@ -64,23 +64,22 @@ class Database:
             kept = self.engine.connect()
             with self._kept_lock:
                 self._kept[ident] = kept
-        conn = kept
-        raw: Any = conn.connection.dbapi_connection
+        raw: Any = kept.connection.dbapi_connection
         healthy = False
         try:
             raw.execute("BEGIN")
             try:
-                yield conn
+                yield kept
             finally:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")  # a read: ending it discards nothing
-            healthy = not conn.in_transaction()
+            healthy = not kept.in_transaction()
         finally:
             if not healthy:
                 with self._kept_lock:
-                    if self._kept.get(ident) is conn:
+                    if self._kept.get(ident) is kept:
                         del self._kept[ident]
-                conn.close()
+                kept.close()
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
